@@ -1,0 +1,14 @@
+//! jvpn: a userspace "jumping" VPN. A Noise session, identified by a SessionID, is the anchor;
+//! the transport underneath is only an attachment.
+//!
+//! Map of the crate:
+//! - [`identity`]: Ed25519 node identities, key files, and the derived Noise static keys.
+//! - [`proto`]: the sans-IO core (wire format, handshake, keys, replay window, laptop and
+//!   gateway state machines). No sockets, no clock, no OS randomness.
+//! - [`policy`]: policy files and node configuration, parsed into validated types.
+//! - [`sys`]: everything that makes Linux syscalls: TUN, UDP, netlink.
+//! - [`driver`]: the event loop that connects the core to the system; the only place that
+//!   reads the clock and owns file descriptors.
+
+pub mod identity;
+pub mod proto;

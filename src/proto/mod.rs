@@ -1,0 +1,230 @@
+//! The sans-IO core: no sockets, no clock, no OS randomness. Every input takes `now`; every
+//! output is polled. The driver (`crate::driver`) is the only caller in production; the
+//! simulation in `tests/` is the other.
+//!
+//! Call contract (both [`client::Client`] and [`gateway::Gateway`]):
+//! 1. feed one input: `handle_datagram`, `handle_tun_packet`, `handle_timeout`, or a command;
+//! 2. then drain, in this order: `poll_transmit()` until `None`, `poll_event()` until `None`,
+//!    and finally `poll_timeout()` for the next deadline.
+//!
+//! The hot path (`handle_tun_packet`, and data in `handle_datagram`) works in place in the
+//! caller's buffer and returns its result directly; it allocates nothing.
+
+pub mod client;
+pub mod control;
+pub mod event;
+pub mod gateway;
+pub mod handshake;
+pub mod iptable;
+pub mod keys;
+pub mod replay;
+pub mod session;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use event::{CloseReason, Event};
+pub use handshake::{StaticKeys, Timestamp};
+pub use keys::SessionId;
+
+/// Headroom the driver must leave before a TUN packet in its buffer.
+pub const TUN_HEADROOM: usize = wire::HEADER_LEN;
+/// Room the driver must leave after a TUN packet in its buffer.
+pub const TUN_TAILROOM: usize = wire::TAG_LEN;
+
+/// A datagram written into the caller's buffer (`buf[..len]`), to send from `src` to `dst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from; `None` = the socket's default.
+    pub src: Option<SocketAddr>,
+    pub dst: SocketAddr,
+    pub len: usize,
+}
+
+/// A datagram the core owns (handshakes, keepalives, control): not on the hot path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedTransmit {
+    pub src: Option<SocketAddr>,
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// What a received datagram produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Nothing for the TUN device (handshake, keepalive, control, or dropped).
+    Nothing,
+    /// An inner IP packet at `buf[range]` to write to the TUN device.
+    Tun(std::ops::Range<usize>),
+}
+
+/// Why the core woke up at a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// Resend the handshake initiation (laptop).
+    HandshakeRetry,
+    /// Send a keepalive so the gateway and NATs on the way keep the path (laptop).
+    Keepalive,
+    /// Nothing heard from the gateway for too long: replace the session (laptop).
+    PeerSilent,
+    /// Periodic sweep of idle sessions and rate-limit buckets (gateway).
+    Housekeeping,
+}
+
+/// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DropReason {
+    Malformed,
+    UnknownTag,
+    AuthFailed,
+    Replay,
+    UnknownPeer,
+    StaleInitiation,
+    InitiationRateLimited,
+    HandshakeFailed,
+    UnexpectedResponse,
+    DisallowedSource,
+    NoRoute,
+    NoSession,
+    NotIp,
+    TooLarge,
+    QueueFull,
+    CounterExhausted,
+    BadControl,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 17] = [
+        DropReason::Malformed,
+        DropReason::UnknownTag,
+        DropReason::AuthFailed,
+        DropReason::Replay,
+        DropReason::UnknownPeer,
+        DropReason::StaleInitiation,
+        DropReason::InitiationRateLimited,
+        DropReason::HandshakeFailed,
+        DropReason::UnexpectedResponse,
+        DropReason::DisallowedSource,
+        DropReason::NoRoute,
+        DropReason::NoSession,
+        DropReason::NotIp,
+        DropReason::TooLarge,
+        DropReason::QueueFull,
+        DropReason::CounterExhausted,
+        DropReason::BadControl,
+    ];
+
+    /// Stable lower_snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownTag => "unknown_tag",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::StaleInitiation => "stale_initiation",
+            DropReason::InitiationRateLimited => "initiation_rate_limited",
+            DropReason::HandshakeFailed => "handshake_failed",
+            DropReason::UnexpectedResponse => "unexpected_response",
+            DropReason::DisallowedSource => "disallowed_source",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoSession => "no_session",
+            DropReason::NotIp => "not_ip",
+            DropReason::TooLarge => "too_large",
+            DropReason::QueueFull => "queue_full",
+            DropReason::CounterExhausted => "counter_exhausted",
+            DropReason::BadControl => "bad_control",
+        }
+    }
+}
+
+/// Per-reason drop counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Counts one drop and logs it at TRACE.
+    pub fn count(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+        tracing::trace!(reason = reason.name(), "dropped packet");
+    }
+
+    /// How many drops of `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Sum over all reasons.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Non-zero counters by name.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.get(*r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Timing and limits the core needs, taken from the policy by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProtoConfig {
+    /// First handshake retransmission delay; doubles up to `handshake_retry_max`.
+    pub handshake_retry_initial: Duration,
+    pub handshake_retry_max: Duration,
+    /// After this long without an answer the laptop warns (and keeps retrying).
+    pub handshake_timeout: Duration,
+    /// The laptop sends a keepalive after this long without sending.
+    pub keepalive: Duration,
+    /// The laptop replaces a session it heard nothing on for this long.
+    pub peer_silent_after: Duration,
+    /// The gateway forgets a session it heard nothing on for this long.
+    pub session_idle_expiry: Duration,
+    /// Bits in each replay window.
+    pub replay_window_bits: usize,
+    /// Minimum spacing of accepted initiations per peer.
+    pub initiation_min_interval: Duration,
+}
+
+impl Default for ProtoConfig {
+    fn default() -> Self {
+        Self {
+            handshake_retry_initial: Duration::from_millis(1000),
+            handshake_retry_max: Duration::from_millis(16_000),
+            handshake_timeout: Duration::from_millis(90_000),
+            keepalive: Duration::from_millis(10_000),
+            peer_silent_after: Duration::from_millis(35_000),
+            session_idle_expiry: Duration::from_millis(180_000),
+            replay_window_bits: 4096,
+            initiation_min_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Wall-clock time derived from a base pair, so the core needs no clock of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    base_instant: Instant,
+    base: Timestamp,
+}
+
+impl WallClock {
+    /// `base` is the wall time at `base_instant`.
+    pub fn new(base_instant: Instant, base: Timestamp) -> Self {
+        Self { base_instant, base }
+    }
+
+    /// The wall time at `now`.
+    pub fn at(&self, now: Instant) -> Timestamp {
+        let d = now.saturating_duration_since(self.base_instant);
+        let nanos = u64::from(self.base.nanos) + u64::from(d.subsec_nanos());
+        Timestamp {
+            secs: self.base.secs + d.as_secs() + nanos / 1_000_000_000,
+            nanos: (nanos % 1_000_000_000) as u32,
+        }
+    }
+}
