@@ -1,0 +1,368 @@
+//! A deterministic simulation of laptops and a gateway: a virtual clock that jumps to the next
+//! deadline or delivery, seeded loss, per-link latency, and an attacker's view of every
+//! datagram (capture, replay, inject). Nothing here touches the OS.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use jvpn::identity::Identity;
+use jvpn::proto::client::{Client, ClientConfig};
+use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
+use jvpn::proto::{
+    Event, OwnedTransmit, ProtoConfig, Received, StaticKeys, Timestamp, TUN_HEADROOM, TUN_TAILROOM,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use zeroize::Zeroizing;
+
+pub const GATEWAY: &str = "198.51.100.1:51900";
+pub const BUF: usize = 2048;
+
+/// Which node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeId {
+    Gateway,
+    Laptop(usize),
+}
+
+/// A datagram in flight.
+#[derive(Clone, Debug)]
+pub struct Datagram {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Laptop {
+    pub core: Client,
+    pub addr: SocketAddr,
+    pub inner: IpAddr,
+    pub tun_out: Vec<Vec<u8>>,
+    pub events: Vec<Event>,
+    pub identity: Identity,
+}
+
+pub struct World {
+    pub now: Instant,
+    pub start: Instant,
+    pub gateway: Gateway,
+    pub gateway_addr: SocketAddr,
+    pub gateway_tun_out: Vec<Vec<u8>>,
+    pub gateway_events: Vec<Event>,
+    pub laptops: Vec<Laptop>,
+    /// (delivery time, sequence) → datagram.
+    in_flight: BTreeMap<(Instant, u64), Datagram>,
+    seq: u64,
+    pub latency: Duration,
+    /// Per-direction loss probability for datagrams leaving each laptop / the gateway.
+    pub loss: f64,
+    rng: ChaCha20Rng,
+    /// Every datagram put on the wire, in order: the attacker's capture.
+    pub capture: Vec<Datagram>,
+    /// When true, the gateway's TUN output addressed to a laptop is routed back into it
+    /// (what the kernel does with forwarding on).
+    pub hub_forwarding: bool,
+}
+
+pub fn identity(seed: u8) -> Identity {
+    Identity::from_seed(&[seed; 32])
+}
+
+pub fn static_keys(id: &Identity) -> StaticKeys {
+    StaticKeys {
+        private: id.x25519_private(),
+        public: id.public().x25519(),
+    }
+}
+
+pub fn laptop_inner(i: usize) -> IpAddr {
+    format!("10.77.0.{}", i + 2).parse().unwrap()
+}
+
+impl World {
+    /// A gateway with `n` configured laptops (all started), seeded.
+    pub fn new(n: usize, seed: u64) -> Self {
+        Self::with_config(n, seed, ProtoConfig::default())
+    }
+
+    pub fn with_config(n: usize, seed: u64, proto: ProtoConfig) -> Self {
+        let start = Instant::now();
+        let gw_id = identity(200);
+        let laptop_ids: Vec<Identity> = (0..n).map(|i| identity(i as u8 + 1)).collect();
+        let peers = laptop_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| PeerSpec {
+                public: id.public().x25519(),
+                psk: Zeroizing::new([0; 32]),
+                allowed_ips: vec![format!("{}/32", laptop_inner(i)).parse().unwrap()],
+            })
+            .collect();
+        let gateway = Gateway::new(
+            GatewayConfig {
+                keys: static_keys(&gw_id),
+                peers,
+                proto: proto.clone(),
+            },
+            seed ^ 0xabcd,
+            start,
+        );
+        let mut w = Self {
+            now: start,
+            start,
+            gateway,
+            gateway_addr: GATEWAY.parse().unwrap(),
+            gateway_tun_out: Vec::new(),
+            gateway_events: Vec::new(),
+            laptops: Vec::new(),
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            latency: Duration::from_millis(10),
+            loss: 0.0,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            capture: Vec::new(),
+            hub_forwarding: true,
+        };
+        for (i, id) in laptop_ids.into_iter().enumerate() {
+            w.add_laptop(id, i, &gw_id, seed.wrapping_add(i as u64), proto.clone());
+        }
+        w
+    }
+
+    pub fn add_laptop(
+        &mut self,
+        id: Identity,
+        i: usize,
+        gw: &Identity,
+        seed: u64,
+        proto: ProtoConfig,
+    ) {
+        let cfg = ClientConfig {
+            keys: static_keys(&id),
+            gateway_public: gw.public().x25519(),
+            psk: Zeroizing::new([0; 32]),
+            endpoint: self.gateway_addr,
+            routes: vec!["10.77.0.0/24".parse().unwrap()],
+            proto,
+        };
+        let core = Client::new(
+            cfg,
+            seed,
+            self.now,
+            Timestamp {
+                secs: 1_800_000_000,
+                nanos: 0,
+            },
+        );
+        self.laptops.push(Laptop {
+            core,
+            addr: format!("192.0.2.{}:40000", i + 10).parse().unwrap(),
+            inner: laptop_inner(i),
+            tun_out: Vec::new(),
+            events: Vec::new(),
+            identity: id,
+        });
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Drains every node's owned transmits and events onto the wire / into the logs.
+    fn drain(&mut self) {
+        while let Some(t) = self.gateway.poll_transmit() {
+            let from = self.gateway_addr;
+            self.send(from, t);
+        }
+        while let Some(e) = self.gateway.poll_event() {
+            self.gateway_events.push(e);
+        }
+        for i in 0..self.laptops.len() {
+            while let Some(t) = self.laptops[i].core.poll_transmit() {
+                let from = self.laptops[i].addr;
+                self.send(from, t);
+            }
+            while let Some(e) = self.laptops[i].core.poll_event() {
+                self.laptops[i].events.push(e);
+            }
+        }
+    }
+
+    fn send(&mut self, from: SocketAddr, t: OwnedTransmit) {
+        self.put_on_wire(Datagram {
+            from,
+            to: t.dst,
+            bytes: t.payload,
+        });
+    }
+
+    /// Puts a datagram on the wire (subject to loss and latency) and into the capture.
+    pub fn put_on_wire(&mut self, d: Datagram) {
+        self.capture.push(d.clone());
+        if self.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.loss {
+            return;
+        }
+        self.inject_at(self.now + self.latency, d);
+    }
+
+    /// Delivers a datagram at `at` without capture or loss (the attacker's injection).
+    pub fn inject_at(&mut self, at: Instant, d: Datagram) {
+        self.seq += 1;
+        self.in_flight.insert((at, self.seq), d);
+    }
+
+    /// An application on laptop `i` sends an IP packet into its TUN device.
+    pub fn laptop_sends(&mut self, i: usize, packet: &[u8]) {
+        let mut buf = vec![0u8; BUF];
+        buf[TUN_HEADROOM..TUN_HEADROOM + packet.len()].copy_from_slice(packet);
+        let now = self.now;
+        if let Some(t) = self.laptops[i]
+            .core
+            .handle_tun_packet(&mut buf, packet.len(), now)
+        {
+            let from = self.laptops[i].addr;
+            self.put_on_wire(Datagram {
+                from,
+                to: t.dst,
+                bytes: buf[..t.len].to_vec(),
+            });
+        }
+        self.drain();
+    }
+
+    /// An application on the gateway sends an IP packet into its TUN device.
+    pub fn gateway_sends(&mut self, packet: &[u8]) {
+        let mut buf = vec![0u8; BUF];
+        buf[TUN_HEADROOM..TUN_HEADROOM + packet.len()].copy_from_slice(packet);
+        let now = self.now;
+        if let Some(t) = self.gateway.handle_tun_packet(&mut buf, packet.len(), now) {
+            let from = self.gateway_addr;
+            self.put_on_wire(Datagram {
+                from,
+                to: t.dst,
+                bytes: buf[..t.len].to_vec(),
+            });
+        }
+        self.drain();
+    }
+
+    /// Runs the world until virtual time `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        self.drain();
+        loop {
+            let next_delivery = self.in_flight.keys().next().map(|k| k.0);
+            let next_timer = self.next_timer();
+            let next = [next_delivery, next_timer].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    if next_delivery == Some(t) {
+                        let (_, d) = self.in_flight.pop_first().expect("peeked above");
+                        self.deliver(d);
+                    } else {
+                        self.fire_timers();
+                    }
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let gw = self.gateway.poll_timeout().map(|t| t.0);
+        let laps = self
+            .laptops
+            .iter()
+            .filter_map(|l| l.core.poll_timeout().map(|t| t.0));
+        gw.into_iter().chain(laps).min()
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        if self.gateway.poll_timeout().is_some_and(|t| t.0 <= now) {
+            self.gateway.handle_timeout(now);
+        }
+        for l in &mut self.laptops {
+            if l.core.poll_timeout().is_some_and(|t| t.0 <= now) {
+                l.core.handle_timeout(now);
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: Datagram) {
+        let now = self.now;
+        let mut buf = d.bytes.clone();
+        let len = buf.len();
+        if d.to == self.gateway_addr {
+            if let Received::Tun(r) =
+                self.gateway
+                    .handle_datagram(Some(d.to), d.from, &mut buf, len, now)
+            {
+                let pkt = buf[r].to_vec();
+                let dst = inner_dst(&pkt);
+                self.gateway_tun_out.push(pkt.clone());
+                if self.hub_forwarding && self.laptops.iter().any(|l| Some(l.inner) == dst) {
+                    self.gateway_sends(&pkt);
+                }
+            }
+        } else if let Some(l) = self.laptops.iter_mut().find(|l| l.addr == d.to) {
+            if let Received::Tun(r) = l
+                .core
+                .handle_datagram(Some(d.to), d.from, &mut buf, len, now)
+            {
+                l.tun_out.push(buf[r].to_vec());
+            }
+        }
+    }
+
+    /// Establishes every laptop's session (runs up to 5 s).
+    pub fn establish(&mut self) {
+        let until = self.now + Duration::from_secs(5);
+        self.run_until(until);
+        for (i, l) in self.laptops.iter().enumerate() {
+            assert!(
+                l.core.session().is_some(),
+                "laptop {i} did not establish a session"
+            );
+        }
+    }
+}
+
+pub fn inner_dst(pkt: &[u8]) -> Option<IpAddr> {
+    jvpn::proto::wire::ip_ends(pkt).map(|e| e.dst)
+}
+
+/// A minimal IPv4 packet (header checksums are not the core's business).
+pub fn ipv4(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+        panic!("ipv4 needs v4 addresses")
+    };
+    let mut p = vec![0u8; 20 + payload.len()];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&s.octets());
+    p[16..20].copy_from_slice(&d.octets());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+pub fn gateway_inner() -> IpAddr {
+    "10.77.0.1".parse().unwrap()
+}
+
+/// Buffer geometry the driver uses.
+pub fn tun_buf_len(packet: usize) -> usize {
+    TUN_HEADROOM + packet + TUN_TAILROOM
+}
