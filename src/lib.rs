@@ -10,5 +10,10 @@
 //! - [`driver`]: the event loop that connects the core to the system; the only place that
 //!   reads the clock and owns file descriptors.
 
+pub mod cli;
+pub mod driver;
 pub mod identity;
+pub mod node;
+pub mod policy;
 pub mod proto;
+pub mod sys;

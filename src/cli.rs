@@ -1,0 +1,84 @@
+//! Command-line interface: argument parsing (clap derive) and dispatch. Thin by design.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::identity::Identity;
+use crate::policy::{self, GatewayConfig, LaptopConfig};
+
+/// jvpn: a VPN session that survives bearer changes.
+#[derive(Debug, Parser)]
+#[command(name = "jvpn", version, about)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a new identity file (mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the identity; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of an identity file.
+    Pubkey {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Validate a laptop config, gateway config or policy file and print its normalized form.
+    Check { file: PathBuf },
+    /// Run the gateway in the foreground.
+    Gateway {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Bring the laptop's tunnel up and run it in the foreground.
+    Up {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Keygen { out } => {
+                let id = Identity::generate();
+                id.write_new(&out)?;
+                println!("{}", id.public());
+                Ok(())
+            }
+            Command::Pubkey { key } => {
+                println!("{}", Identity::read(&key)?.public());
+                Ok(())
+            }
+            Command::Check { file } => {
+                print!("{}", policy::check_file(&file)?);
+                Ok(())
+            }
+            Command::Gateway { config } => {
+                let cfg = GatewayConfig::from_file(&config)?;
+                runtime()?.block_on(crate::node::run_gateway(cfg))
+            }
+            Command::Up { config } => {
+                let cfg = LaptopConfig::from_file(&config)?;
+                runtime()?.block_on(crate::node::run_laptop(cfg))
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}

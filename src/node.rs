@@ -1,0 +1,180 @@
+//! Running a node: turns a validated config into a core, a TUN device and a socket, drops
+//! privileges, and hands them to the driver until SIGINT/SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ipnet::IpNet;
+use rand_core::RngCore;
+use zeroize::Zeroizing;
+
+use crate::driver;
+use crate::identity::{Identity, PublicKey};
+use crate::policy::{GatewayConfig, LaptopConfig, Policy, PresharedKey};
+use crate::proto::client::{Client, ClientConfig};
+use crate::proto::gateway::{self, Gateway, PeerSpec};
+use crate::proto::{Event, ProtoConfig, StaticKeys};
+use crate::sys::{privileges, tun::Tun};
+
+/// The core's timing and limits, from the policy. See `docs/POLICY.md` for the derivations.
+pub fn proto_config(policy: &Policy) -> ProtoConfig {
+    let h = &policy.handshake;
+    let peer_silent_after = h.keepalive * 3 + Duration::from_secs(5);
+    ProtoConfig {
+        handshake_retry_initial: h.retry_initial,
+        handshake_retry_max: h.retry_max,
+        handshake_timeout: h.timeout,
+        keepalive: h.keepalive,
+        peer_silent_after,
+        session_idle_expiry: (peer_silent_after * 2).max(h.timeout),
+        replay_window_bits: policy.security.replay_window_size as usize,
+        initiation_min_interval: Duration::from_millis(20),
+    }
+}
+
+fn static_keys(id: &Identity) -> StaticKeys {
+    StaticKeys {
+        private: id.x25519_private(),
+        public: id.public().x25519(),
+    }
+}
+
+fn psk(p: &Option<PresharedKey>) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(p.as_ref().map(|k| *k.as_bytes()).unwrap_or([0; 32]))
+}
+
+fn seed() -> u64 {
+    rand_core::OsRng.next_u64()
+}
+
+/// Runs the laptop side in the foreground.
+pub async fn run_laptop(cfg: LaptopConfig) -> anyhow::Result<()> {
+    let identity = Identity::read(&cfg.identity)?;
+    let gateway_key = PublicKey::from(cfg.gateway.public_key);
+    let mut inner_routes: Vec<IpNet> = cfg.tunnel.addresses.iter().map(|a| a.trunc()).collect();
+    inner_routes.extend(cfg.gateway.routes.iter().copied());
+    let tun = Tun::create(
+        &cfg.tunnel.name,
+        cfg.tunnel.mtu,
+        &cfg.tunnel.addresses,
+        &cfg.gateway.routes,
+    )?;
+    let udp = driver::bind_for(cfg.gateway.endpoint)
+        .await
+        .context("failed to open the UDP socket")?;
+    privileges::drop_all();
+    tracing::info!(
+        public_key = %identity.public(),
+        gateway = %gateway_key,
+        tun = %tun.name,
+        "laptop starting"
+    );
+    let core_cfg = ClientConfig {
+        keys: static_keys(&identity),
+        gateway_public: gateway_key.x25519(),
+        psk: psk(&cfg.gateway.preshared_key),
+        endpoint: cfg.gateway.endpoint,
+        routes: inner_routes,
+        proto: proto_config(&cfg.policy),
+    };
+    let mut core = Client::new(core_cfg, seed(), Instant::now(), driver::wall_now());
+    let log = |e: &Event| log_event(e, &|_| "gateway".to_owned());
+    driver::run(&mut core, &tun, &udp, log, shutdown_signal()).await?;
+    log_drops(core.drops());
+    tracing::info!(tun = %tun.name, "laptop stopped");
+    Ok(())
+}
+
+/// Runs the gateway in the foreground.
+pub async fn run_gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
+    let identity = Identity::read(&cfg.identity)?;
+    let mut routes: Vec<IpNet> = Vec::new();
+    let peers: Vec<PeerSpec> = cfg
+        .peers
+        .iter()
+        .map(|p| {
+            routes.extend(p.allowed_ips.iter().copied());
+            PeerSpec {
+                public: PublicKey::from(p.public_key).x25519(),
+                psk: psk(&p.preshared_key),
+                allowed_ips: p.allowed_ips.clone(),
+            }
+        })
+        .collect();
+    let names: Vec<String> = cfg
+        .peers
+        .iter()
+        .map(|p| {
+            p.name
+                .clone()
+                .unwrap_or_else(|| PublicKey::from(p.public_key).to_base64())
+        })
+        .collect();
+    let tun = Tun::create(
+        &cfg.tunnel.name,
+        cfg.tunnel.mtu,
+        &cfg.tunnel.addresses,
+        &routes,
+    )?;
+    let udp = driver::bind_listen(cfg.listen).await.with_context(|| {
+        format!(
+            "failed to listen on {} (is another gateway running? change `listen`)",
+            cfg.listen
+        )
+    })?;
+    privileges::drop_all();
+    tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");
+    let core_cfg = gateway::GatewayConfig {
+        keys: static_keys(&identity),
+        peers,
+        proto: proto_config(&cfg.policy),
+    };
+    let mut core = Gateway::new(core_cfg, seed(), Instant::now());
+    let log = |e: &Event| log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
+    driver::run(&mut core, &tun, &udp, log, shutdown_signal()).await?;
+    log_drops(core.drops());
+    tracing::info!(tun = %tun.name, "gateway stopped");
+    Ok(())
+}
+
+fn log_event(e: &Event, peer_name: &dyn Fn(usize) -> String) {
+    match e {
+        Event::HandshakeInitiated { attempt } => tracing::debug!(attempt, "handshake initiation sent"),
+        Event::HandshakeStalled { elapsed } => tracing::warn!(
+            elapsed_s = elapsed.as_secs(),
+            "no answer from the gateway yet; check its endpoint, its public key, and that it lists this laptop as a peer; still retrying"
+        ),
+        Event::SessionEstablished { session_id, peer, remote } => {
+            tracing::info!(%session_id, peer = %peer_name(*peer), %remote, "session established")
+        }
+        Event::EndpointChanged { session_id, remote } => {
+            tracing::info!(%session_id, %remote, "peer endpoint changed")
+        }
+        Event::SessionClosed { session_id, peer, reason } => {
+            tracing::info!(%session_id, peer = %peer_name(*peer), reason = reason.name(), "session closed")
+        }
+    }
+}
+
+fn log_drops(d: &crate::proto::DropCounters) {
+    let summary: Vec<String> = d.nonzero().map(|(k, v)| format!("{k}={v}")).collect();
+    tracing::info!(total = d.total(), "dropped packets: {}", summary.join(" "));
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C will stop this node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,252 @@
+//! The one error type of policy and node-config loading.
+//!
+//! Every message names the file; a rejected value also names its key path
+//! (`volatility.heartbeat_interval_ms`, `peer[1].allowed_ips[0]`), the value as written and what
+//! is allowed. The `Display` text is complete on its own: no variant exposes a `source()`, so a
+//! chain printer (`{:#}` in anyhow) shows each fact once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a policy file or node config was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read (missing, permissions, not UTF-8).
+    #[error("failed to read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The text is not valid TOML.
+    #[error("{}:{line}:{column}: invalid TOML: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Valid TOML that does not fit the schema: an unknown key or a value of the wrong type.
+    #[error("{}:{line}:{column}: {key}: {message}", file.display())]
+    Schema {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+    /// A required key is absent.
+    #[error("{}: {key}: missing; {allowed}", file.display())]
+    Missing {
+        file: PathBuf,
+        key: String,
+        allowed: String,
+    },
+    /// A value is out of range, malformed, or breaks a rule that ties it to another key.
+    #[error("{}: {key} = {value}: {allowed}", file.display())]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        value: String,
+        allowed: String,
+    },
+    /// The policy file a node config refers to was refused.
+    #[error("{}: policy = {value}: {inner}", file.display())]
+    Policy {
+        file: PathBuf,
+        value: String,
+        inner: Box<ConfigError>,
+    },
+    /// The file is valid TOML but not the kind of file that was asked for.
+    #[error("{}: {message}", file.display())]
+    WrongKind { file: PathBuf, message: String },
+}
+
+impl ConfigError {
+    /// The file the error is about (for `Policy`, the node config that refers to the policy).
+    pub fn file(&self) -> &Path {
+        match self {
+            ConfigError::Read { path: file, .. }
+            | ConfigError::Syntax { file, .. }
+            | ConfigError::Schema { file, .. }
+            | ConfigError::Missing { file, .. }
+            | ConfigError::Invalid { file, .. }
+            | ConfigError::Policy { file, .. }
+            | ConfigError::WrongKind { file, .. } => file,
+        }
+    }
+
+    /// The key path the error is about, where there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Schema { key, .. }
+            | ConfigError::Missing { key, .. }
+            | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Policy { .. } => Some("policy"),
+            _ => None,
+        }
+    }
+}
+
+/// Builds errors for one file.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub file: &'a Path,
+}
+
+impl<'a> Origin<'a> {
+    pub fn new(file: &'a Path) -> Self {
+        Origin { file }
+    }
+
+    /// `FILE: KEY = VALUE: ALLOWED`; `value` is shown as written in TOML (strings quoted).
+    pub fn invalid(
+        &self,
+        key: &str,
+        value: impl fmt::Display,
+        allowed: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+
+    /// Like [`Origin::invalid`] for a string value, quoted as TOML would.
+    pub fn invalid_str(&self, key: &str, value: &str, allowed: impl Into<String>) -> ConfigError {
+        self.invalid(key, toml_string(value), allowed)
+    }
+
+    pub fn missing(&self, key: &str, allowed: impl Into<String>) -> ConfigError {
+        ConfigError::Missing {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+
+    pub fn wrong_kind(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::WrongKind {
+            file: self.file.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    /// Parses `text` as a TOML table, reporting syntax errors with line and column.
+    pub fn parse_table(&self, text: &str) -> Result<toml::Table, ConfigError> {
+        text.parse::<toml::Table>().map_err(|e| {
+            let (line, column) = position(text, e.span().map_or(0, |s| s.start));
+            ConfigError::Syntax {
+                file: self.file.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }
+        })
+    }
+
+    /// Deserializes the serde mirror `T`, reporting unknown keys and wrong types with the key
+    /// path, line and column. Call [`Origin::parse_table`] first so syntax errors are told apart.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(
+        &self,
+        text: &str,
+    ) -> Result<T, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = position(text, offset);
+            ConfigError::Schema {
+                file: self.file.to_path_buf(),
+                line,
+                column,
+                key: key_path_at(text, offset).unwrap_or_else(|| "(top level)".to_string()),
+                message: e.message().trim_end().to_string(),
+            }
+        })
+    }
+}
+
+/// Reads a file as UTF-8 text.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// A string as a TOML basic string literal (quoted and escaped).
+pub(crate) fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The dotted key path of the key or value at byte `offset`, found from the table headers above
+/// it and the `key =` on its line (or the nearest line above, for multi-line arrays).
+/// `[[peer]]` headers are numbered from 0: `peer[1].allowed_ips`.
+fn key_path_at(text: &str, offset: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut last_key: Option<String> = None;
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let end = start + line.len();
+        let trimmed = line.trim();
+        if let Some(header) = header_name(trimmed, &mut counts) {
+            if offset < end {
+                return Some(header);
+            }
+            table = header;
+            last_key = None;
+        } else if let Some((key, _)) = trimmed.split_once('=') {
+            let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+            if !trimmed.starts_with('#') && !key.is_empty() {
+                last_key = Some(key.to_string());
+            }
+        }
+        if offset < end {
+            break;
+        }
+        start = end;
+    }
+    let key = last_key?;
+    Some(if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
+    })
+}
+
+/// The key path of a `[table]` or `[[array.of.tables]]` header line, numbering array entries.
+fn header_name(trimmed: &str, counts: &mut Vec<(String, usize)>) -> Option<String> {
+    if let Some(rest) = trimmed.strip_prefix("[[") {
+        let name = rest.split("]]").next()?.trim().to_string();
+        let index = match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                counts.push((name.clone(), 0));
+                0
+            }
+        };
+        return Some(format!("{name}[{index}]"));
+    }
+    let rest = trimmed.strip_prefix('[')?;
+    let name = rest.split(']').next()?.trim();
+    // A line such as `["a", "b"],` inside a multi-line array is not a header.
+    if name.is_empty() || name.contains(['"', '\'', ',']) {
+        return None;
+    }
+    Some(name.to_string())
+}
