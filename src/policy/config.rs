@@ -65,7 +65,9 @@ pub struct LaptopConfig {
     pub policy: Policy,
     /// `policy`: where `policy` came from; `None` for the built-in default.
     pub policy_path: Option<PathBuf>,
+    /// `[tunnel]`.
     pub tunnel: TunnelConfig,
+    /// `[gateway]`: the gateway this laptop connects to.
     pub gateway: GatewayPeerConfig,
     /// `events`: optional file events are appended to as JSON lines.
     pub events: Option<PathBuf>,
@@ -78,17 +80,25 @@ pub struct LaptopConfig {
 /// A gateway's config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConfig {
+    /// The config file itself (absolute).
     pub source: PathBuf,
+    /// `identity`: the identity key file written by `jvpn keygen`.
     pub identity: PathBuf,
+    /// The policy in force: the file named by `policy`, else the built-in default.
     pub policy: Policy,
+    /// `policy`: where `policy` came from; `None` for the built-in default.
     pub policy_path: Option<PathBuf>,
     /// `listen`: the UDP address and port to receive on.
     pub listen: SocketAddr,
+    /// `[tunnel]`.
     pub tunnel: TunnelConfig,
     /// `[[peer]]`: at least one.
     pub peers: Vec<PeerConfig>,
+    /// `events`: optional file events are appended to as JSON lines.
     pub events: Option<PathBuf>,
+    /// `control_socket`: optional Unix socket for `status` and `terminate`.
     pub control_socket: Option<PathBuf>,
+    /// `audit`: optional file for signed `transport.rebind` records.
     pub audit: Option<PathBuf>,
 }
 

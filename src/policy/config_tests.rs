@@ -294,6 +294,9 @@ fn each_broken_config_rule_is_refused_with_key_and_value() {
         assert!(message.contains("node.toml"), "{message}");
         assert_eq!(err.key(), Some(*key), "{message}");
         assert!(message.contains(needle), "{message}\n  expected: {needle}");
+        if needle.starts_with("= ") {
+            assert!(message.contains(&format!("{key} {needle}")), "{message}");
+        }
         assert!(
             !message.contains("c2VjcmV0LXNob3J0"),
             "secret leaked: {message}"

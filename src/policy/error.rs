@@ -15,51 +15,77 @@ pub enum ConfigError {
     /// The file could not be read (missing, permissions, not UTF-8).
     #[error("failed to read {}: {error}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         error: std::io::Error,
     },
     /// The text is not valid TOML.
     #[error("{}:{line}:{column}: invalid TOML: {message}", file.display())]
     Syntax {
+        /// The file, as the caller named it.
         file: PathBuf,
+        /// 1-based line of the problem.
         line: usize,
+        /// 1-based column (in characters).
         column: usize,
+        /// The parser's message.
         message: String,
     },
     /// Valid TOML that does not fit the schema: an unknown key or a value of the wrong type.
     #[error("{}:{line}:{column}: {key}: {message}", file.display())]
     Schema {
+        /// The file, as the caller named it.
         file: PathBuf,
+        /// 1-based line of the problem.
         line: usize,
+        /// 1-based column (in characters).
         column: usize,
+        /// Dotted key path, e.g. `peer[1].allowed_ips[0]`.
         key: String,
+        /// The parser's message.
         message: String,
     },
     /// A required key is absent.
     #[error("{}: {key}: missing; {allowed}", file.display())]
     Missing {
+        /// The file, as the caller named it.
         file: PathBuf,
+        /// Dotted key path, e.g. `peer[1].allowed_ips[0]`.
         key: String,
+        /// What is allowed instead.
         allowed: String,
     },
     /// A value is out of range, malformed, or breaks a rule that ties it to another key.
     #[error("{}: {key} = {value}: {allowed}", file.display())]
     Invalid {
+        /// The file, as the caller named it.
         file: PathBuf,
+        /// Dotted key path, e.g. `peer[1].allowed_ips[0]`.
         key: String,
+        /// The value as written (a preshared key is never repeated).
         value: String,
+        /// What is allowed instead.
         allowed: String,
     },
     /// The policy file a node config refers to was refused.
     #[error("{}: policy = {value}: {inner}", file.display())]
     Policy {
+        /// The node config that names the policy.
         file: PathBuf,
+        /// The `policy` value as written.
         value: String,
+        /// Why the policy file was refused.
         inner: Box<ConfigError>,
     },
     /// The file is valid TOML but not the kind of file that was asked for.
     #[error("{}: {message}", file.display())]
-    WrongKind { file: PathBuf, message: String },
+    WrongKind {
+        /// The file, as the caller named it.
+        file: PathBuf,
+        /// What kind it is, or why it is none.
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -142,7 +168,7 @@ impl<'a> Origin<'a> {
                 file: self.file.to_path_buf(),
                 line,
                 column,
-                message: e.message().trim_end().to_string(),
+                message: one_line(e.message()),
             }
         })
     }
@@ -161,7 +187,7 @@ impl<'a> Origin<'a> {
                 line,
                 column,
                 key: key_path_at(text, offset).unwrap_or_else(|| "(top level)".to_string()),
-                message: e.message().trim_end().to_string(),
+                message: one_line(e.message()),
             }
         })
     }
@@ -249,4 +275,9 @@ fn header_name(trimmed: &str, counts: &mut Vec<(String, usize)>) -> Option<Strin
         return None;
     }
     Some(name.to_string())
+}
+
+/// A parser message on one line, so an error stays one line in logs.
+fn one_line(message: &str) -> String {
+    message.trim_end().replace('\n', "; ")
 }

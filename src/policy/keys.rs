@@ -19,6 +19,7 @@ const PUBLIC_KEY_RULE: &str =
 pub struct PresharedKey([u8; 32]);
 
 impl PresharedKey {
+    /// Wraps 32 key bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         PresharedKey(bytes)
     }

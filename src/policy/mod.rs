@@ -18,6 +18,7 @@ mod keys;
 mod policy_file;
 mod render;
 mod types;
+mod validate;
 
 use std::path::Path;
 
@@ -34,9 +35,12 @@ use config::{RawGateway, RawLaptop};
 use error::{read_text, Origin};
 
 /// A node config of either kind.
+#[allow(clippy::large_enum_variant)] // loaded once at startup; boxing would only add noise
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeConfig {
+    /// A laptop config (`[gateway]`).
     Laptop(LaptopConfig),
+    /// A gateway config (`listen`, `[[peer]]`).
     Gateway(GatewayConfig),
 }
 
@@ -61,8 +65,11 @@ impl NodeConfig {
 /// The kinds of file `jvpn check` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A policy file (`version`, `[session]`, ...).
     Policy,
+    /// A laptop config.
     Laptop,
+    /// A gateway config.
     Gateway,
 }
 
@@ -133,9 +140,8 @@ pub fn check_file(path: &Path) -> Result<String, ConfigError> {
 pub fn detect_kind(text: &str, path: &Path) -> Result<FileKind, ConfigError> {
     let origin = Origin::new(path);
     let table = origin.parse_table(text)?;
-    const POLICY_KEYS: [&str; 10] = [
+    const POLICY_KEYS: [&str; 9] = [
         "version",
-        "name",
         "session",
         "volatility",
         "switching",
@@ -164,6 +170,7 @@ pub fn detect_kind(text: &str, path: &Path) -> Result<FileKind, ConfigError> {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // short-lived, one per file read
 enum Parsed {
     Policy(Policy),
     Laptop(LaptopConfig),

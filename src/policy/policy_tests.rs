@@ -213,9 +213,9 @@ const REJECTIONS: &[(&str, &str, &str)] = &[
     ("[moving_target]\ninterval_ms = 10000\njitter_ms = 5000", "moving_target.interval_ms", "= 10000: minus moving_target.jitter_ms (5000) must be at least 7500"),
     // strings, lists and names
     ("[bearers]\npreference = [\"wired\", \"wifi\"]", "bearers.preference", "= [\"wired\", \"wifi\"]: must list each of"),
-    ("[bearers]\npreference = [\"wired\", \"wifi\", \"wifi\", \"unknown\"]", "bearers.preference", "exactly once"),
+    ("[bearers]\npreference = [\"wired\", \"wifi\", \"wifi\", \"unknown\"]", "bearers.preference", "= [\"wired\", \"wifi\", \"wifi\", \"unknown\"]: must list each"),
     ("[bearers]\npreference = [\"wired\", \"lte\", \"cellular\", \"unknown\"]", "bearers.preference[1]", "= \"lte\": must be one of wired, wifi, cellular, unknown"),
-    ("[[bearers.rule]]\npattern = \"wl*\"\nclass = \"radio\"", "bearers.rule[0].class", "= \"radio\""),
+    ("[[bearers.rule]]\npattern = \"wl*\"\nclass = \"radio\"", "bearers.rule[0].class", "= \"radio\": must be one of"),
     ("[[bearers.rule]]\npattern = \"wl*\"\nclass = \"wifi\"\n[[bearers.rule]]\npattern = \"w l\"\nclass = \"wifi\"", "bearers.rule[1].pattern", "= \"w l\""),
     ("[[bearers.rule]]\nclass = \"wifi\"", "bearers.rule[0].pattern", "missing"),
     // schema: unknown keys and wrong types name the key and line
@@ -237,11 +237,16 @@ fn each_broken_rule_is_refused_with_key_and_value() {
         let message = err.to_string();
         assert!(message.starts_with("test.toml:"), "{message}");
         assert_eq!(err.key(), Some(*key), "{message}");
+        // A value error reads `KEY = VALUE: ALLOWED`; a schema error `KEY: MESSAGE`.
+        let expected = match needle.starts_with("= ") {
+            true => format!("{key} {needle}"),
+            false => format!("{key}: "),
+        };
         assert!(
-            message.contains(&format!("{key} {needle}")) || message.contains(needle),
-            "{message}"
+            message.contains(&expected),
+            "{message}\n  expected: {expected}"
         );
-        assert!(message.contains(key), "{message}");
+        assert!(message.contains(needle), "{message}\n  expected: {needle}");
     }
 }
 
@@ -350,5 +355,20 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
             }
         }
         _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn documented_ranges_match_the_code() {
+    let text = std::fs::read_to_string(repo_dir("docs/POLICY.md")).unwrap();
+    for (key, min, max) in super::validate::LIMITS {
+        let row = text
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{key}` |")))
+            .unwrap_or_else(|| panic!("docs/POLICY.md has no table row for `{key}`"));
+        assert!(
+            row.contains(&format!("| {min}–{max}")),
+            "range of `{key}` differs from the code: {row}"
+        );
     }
 }

@@ -16,13 +16,21 @@ pub struct Policy {
     pub version: String,
     /// A human label; not used for decisions.
     pub name: Option<String>,
+    /// `[session]`.
     pub session: SessionPolicy,
+    /// `[volatility]`.
     pub volatility: VolatilityPolicy,
+    /// `[switching]`.
     pub switching: SwitchingPolicy,
+    /// `[security]`.
     pub security: SecurityPolicy,
+    /// `[keys]`.
     pub keys: KeyPolicy,
+    /// `[handshake]`.
     pub handshake: HandshakePolicy,
+    /// `[bearers]`.
     pub bearers: BearerPolicy,
+    /// `[moving_target]`.
     pub moving_target: MovingTargetPolicy,
 }
 
@@ -74,7 +82,9 @@ pub struct SwitchingPolicy {
 /// The state a session takes when its recovery window expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecoveryExpiry {
+    /// `"degraded"`: keep the session, DEGRADED, and look for another bearer.
     Degraded,
+    /// `"terminated"`: end the session.
     Terminated,
 }
 
@@ -136,8 +146,11 @@ pub struct MovingTargetPolicy {
 /// A kind of bearer an interface belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BearerClass {
+    /// Ethernet and the like (`en*`, `eth*`).
     Wired,
+    /// Wi-Fi (`wl*`).
     Wifi,
+    /// Mobile data (`ww*`, `rmnet*`).
     Cellular,
     /// Anything no rule matched: usable, least preferred by default.
     Unknown,
@@ -185,6 +198,7 @@ impl FromStr for BearerClass {
 pub struct BearerRule {
     /// A glob over the interface name: `*` matches any run of characters, `?` exactly one.
     pub pattern: String,
+    /// The class of matching interfaces.
     pub class: BearerClass,
 }
 
@@ -204,9 +218,13 @@ pub struct BearerPolicy {
     pub rules: Vec<BearerRule>,
     /// Every class exactly once, most preferred first.
     pub preference: [BearerClass; 4],
+    /// `[bearers.wired]`.
     pub wired: BearerClassSettings,
+    /// `[bearers.wifi]`.
     pub wifi: BearerClassSettings,
+    /// `[bearers.cellular]`.
     pub cellular: BearerClassSettings,
+    /// `[bearers.unknown]`.
     pub unknown: BearerClassSettings,
 }
 
