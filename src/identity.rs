@@ -23,15 +23,15 @@ const MAGIC: &str = "jvpn-identity-v1";
 /// Errors reading or writing identity files.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("failed to create identity file {path}: {source}")]
+    #[error("failed to create identity file {path}: {error}")]
     Create {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("failed to read identity file {path}: {source}")]
+    #[error("failed to read identity file {path}: {error} (create one with `jvpn keygen --out FILE`)")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("identity file {path} is malformed: {why} (expected one line `{MAGIC} <base64 seed>`, as written by `jvpn keygen`)")]
     Malformed { path: PathBuf, why: &'static str },
@@ -61,9 +61,9 @@ impl Identity {
 
     /// Writes the identity to a new file with mode 0600; refuses to overwrite.
     pub fn write_new(&self, path: &Path) -> Result<(), IdentityError> {
-        let create = |source| IdentityError::Create {
+        let create = |error| IdentityError::Create {
             path: path.to_owned(),
-            source,
+            error,
         };
         let mut file = OpenOptions::new()
             .write(true)
@@ -81,10 +81,10 @@ impl Identity {
 
     /// Reads an identity file written by [`Identity::write_new`].
     pub fn read(path: &Path) -> Result<Self, IdentityError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
             IdentityError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             }
         })?);
         let malformed = |why| IdentityError::Malformed {

@@ -22,8 +22,8 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 pub enum NetlinkError {
     #[error("failed to open a route netlink socket: {0}")]
     Open(io::Error),
-    #[error("failed to {what}: {source}")]
-    Request { what: String, source: io::Error },
+    #[error("failed to {what}: {error}")]
+    Request { what: String, error: io::Error },
 }
 
 /// A route netlink socket for configuration requests.
@@ -92,8 +92,8 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_EXCL,
             || format!("add route {net} via link {index}"),
         ) {
-            Err(NetlinkError::Request { source, .. })
-                if source.raw_os_error() == Some(libc::EEXIST) =>
+            Err(NetlinkError::Request { error, .. })
+                if error.raw_os_error() == Some(libc::EEXIST) =>
             {
                 Ok(())
             }
@@ -107,9 +107,9 @@ impl Rtnl {
         extra_flags: u16,
         what: impl Fn() -> String,
     ) -> Result<(), NetlinkError> {
-        let fail = |source| NetlinkError::Request {
+        let fail = |error| NetlinkError::Request {
             what: what(),
-            source,
+            error,
         };
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();

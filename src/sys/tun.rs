@@ -9,14 +9,14 @@ use super::netlink::{NetlinkError, Rtnl};
 /// Errors creating or configuring the TUN device.
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
-    #[error("failed to create TUN device {name}: {source}{hint}")]
+    #[error("failed to create TUN device {name}: {error}{hint}")]
     Create {
         name: String,
-        source: io::Error,
+        error: io::Error,
         hint: &'static str,
     },
-    #[error("failed to configure TUN device {name}: {source}")]
-    Configure { name: String, source: NetlinkError },
+    #[error("failed to configure TUN device {name}: {error}")]
+    Configure { name: String, error: NetlinkError },
 }
 
 /// A configured TUN device.
@@ -38,19 +38,19 @@ impl Tun {
             .name(name)
             .mtu(mtu)
             .build_async()
-            .map_err(|source| TunError::Create {
+            .map_err(|error| TunError::Create {
                 name: name.to_owned(),
-                hint: hint(&source),
-                source,
+                hint: hint(&error),
+                error,
             })?;
-        let index = device.if_index().map_err(|source| TunError::Create {
+        let index = device.if_index().map_err(|error| TunError::Create {
             name: name.to_owned(),
             hint: "",
-            source,
+            error,
         })?;
-        let configure = |source| TunError::Configure {
+        let configure = |error| TunError::Configure {
             name: name.to_owned(),
-            source,
+            error,
         };
         let mut rtnl = Rtnl::open().map_err(configure)?;
         for a in addresses {
