@@ -231,6 +231,13 @@ mod tests {
     }
 
     #[test]
+    fn handshake_sizes_match_the_protocol_document() {
+        assert_eq!(INIT_LEN, 116);
+        assert_eq!(RESP_LEN, 60);
+        assert_eq!(DATA_OVERHEAD, 32);
+    }
+
+    #[test]
     fn unknown_type_and_reserved_bits() {
         assert_eq!(parse(&[9u8; 40]), Err(ParseError::UnknownType));
         let mut data = [0u8; DATA_OVERHEAD];
