@@ -1,21 +1,27 @@
 //! The event loop: the only place that reads the clock and owns file descriptors. One loop per
-//! node drains the core's outputs, then waits on TUN reads, UDP reads, the next deadline and
-//! shutdown. Reads are drained in bursts before the loop waits again; the hot path reuses two
-//! buffers and allocates nothing per packet.
+//! node drains the core's outputs, then waits on TUN reads, UDP reads (one socket per uplink on
+//! the laptop), bearer changes, the next deadline and shutdown. Reads are drained in bursts
+//! before the loop waits again; the hot path reuses two buffers and allocates nothing per
+//! packet. A send error is fed back to the core: a dead uplink is data for the path logic.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
 use crate::proto::client::Client;
 use crate::proto::gateway::Gateway;
+use crate::proto::path::Uplink;
 use crate::proto::{
-    Event, OwnedTransmit, Received, Timestamp, Transmit, TUN_HEADROOM, TUN_TAILROOM,
+    Event, OwnedTransmit, Received, Timestamp, Transmit, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
 };
 use crate::sys::tun::Tun;
+use crate::sys::uplinks::{bind_to_device, UplinkWatch};
 
 /// How many packets one readiness wake-up may drain from a source before the loop looks at
 /// the others again.
@@ -28,60 +34,90 @@ pub trait Core {
     fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit>;
     fn handle_datagram(
         &mut self,
-        local: Option<SocketAddr>,
+        via: UplinkId,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
         now: Instant,
     ) -> Received;
     fn handle_timeout(&mut self, now: Instant);
+    fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant);
+    fn handle_send_error(&mut self, via: UplinkId, now: Instant);
     fn shutdown(&mut self, now: Instant);
     fn poll_transmit(&mut self) -> Option<OwnedTransmit>;
     fn poll_event(&mut self) -> Option<Event>;
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
-macro_rules! impl_core {
-    ($t:ty) => {
-        impl Core for $t {
-            fn handle_tun_packet(
-                &mut self,
-                buf: &mut [u8],
-                len: usize,
-                now: Instant,
-            ) -> Option<Transmit> {
-                <$t>::handle_tun_packet(self, buf, len, now)
-            }
-            fn handle_datagram(
-                &mut self,
-                local: Option<SocketAddr>,
-                remote: SocketAddr,
-                buf: &mut [u8],
-                len: usize,
-                now: Instant,
-            ) -> Received {
-                <$t>::handle_datagram(self, local, remote, buf, len, now)
-            }
-            fn handle_timeout(&mut self, now: Instant) {
-                <$t>::handle_timeout(self, now)
-            }
-            fn shutdown(&mut self, now: Instant) {
-                <$t>::shutdown(self, now)
-            }
-            fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
-                <$t>::poll_transmit(self)
-            }
-            fn poll_event(&mut self) -> Option<Event> {
-                <$t>::poll_event(self)
-            }
-            fn poll_timeout(&self) -> Option<Instant> {
-                <$t>::poll_timeout(self).map(|(t, _)| t)
-            }
-        }
-    };
+impl Core for Client {
+    fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit> {
+        Client::handle_tun_packet(self, buf, len, now)
+    }
+    fn handle_datagram(
+        &mut self,
+        via: UplinkId,
+        remote: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Received {
+        Client::handle_datagram(self, via, remote, buf, len, now)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Client::handle_timeout(self, now)
+    }
+    fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
+        Client::handle_uplinks(self, snapshot, now)
+    }
+    fn handle_send_error(&mut self, via: UplinkId, now: Instant) {
+        Client::handle_send_error(self, via, now)
+    }
+    fn shutdown(&mut self, now: Instant) {
+        Client::shutdown(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
+        Client::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Client::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Client::poll_timeout(self).map(|(t, _)| t)
+    }
 }
-impl_core!(Client);
-impl_core!(Gateway);
+
+impl Core for Gateway {
+    fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit> {
+        Gateway::handle_tun_packet(self, buf, len, now)
+    }
+    fn handle_datagram(
+        &mut self,
+        via: UplinkId,
+        remote: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Received {
+        Gateway::handle_datagram(self, via, remote, buf, len, now)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Gateway::handle_timeout(self, now)
+    }
+    fn handle_uplinks(&mut self, _snapshot: Vec<Uplink>, _now: Instant) {}
+    fn handle_send_error(&mut self, _via: UplinkId, _now: Instant) {}
+    fn shutdown(&mut self, now: Instant) {
+        Gateway::shutdown(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
+        Gateway::poll_transmit(self)
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        Gateway::poll_event(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Gateway::poll_timeout(self).map(|(t, _)| t)
+    }
+}
 
 /// The current wall-clock time as the core's timestamp.
 pub fn wall_now() -> Timestamp {
@@ -94,42 +130,80 @@ pub fn wall_now() -> Timestamp {
     }
 }
 
-/// Binds the laptop's UDP socket in the endpoint's address family.
-pub async fn bind_for(endpoint: SocketAddr) -> io::Result<UdpSocket> {
-    let any: SocketAddr = match endpoint {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let s = UdpSocket::bind(any).await?;
-    tune_socket(&s);
-    Ok(s)
+/// The node's UDP sockets: an unbound default one, plus one per uplink bound to its device.
+pub struct Sockets {
+    default: UdpSocket,
+    uplinks: BTreeMap<UplinkId, UdpSocket>,
+    gateway: Option<SocketAddr>,
+    next_poll: usize,
 }
 
-/// Binds the gateway's listening socket.
-pub async fn bind_listen(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind(addr).await?;
-    tune_socket(&s);
-    Ok(s)
-}
-
-/// Larger socket buffers absorb bursts from TCP inside the tunnel.
-fn tune_socket(s: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 4 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: plain setsockopt on an fd we own with a correctly sized int.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
+impl Sockets {
+    /// Binds the default socket: `listen` on the gateway, an ephemeral port in the endpoint's
+    /// family on the laptop (`gateway` = the endpoint, enabling per-uplink sockets).
+    pub async fn bind(listen: Option<SocketAddr>, gateway: Option<SocketAddr>) -> io::Result<Self> {
+        let addr = match (listen, gateway) {
+            (Some(l), _) => l,
+            (None, Some(SocketAddr::V6(_))) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+            _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
         };
-        if rc != 0 {
-            tracing::debug!(error = %io::Error::last_os_error(), "could not enlarge socket buffer");
+        let default = UdpSocket::bind(addr).await?;
+        crate::sys::tune_socket(&default);
+        Ok(Self {
+            default,
+            uplinks: BTreeMap::new(),
+            gateway,
+            next_poll: 0,
+        })
+    }
+
+    /// Opens sockets for new uplinks and closes those of vanished ones.
+    pub fn set_uplinks(&mut self, uplinks: &[Uplink]) {
+        let Some(gateway) = self.gateway else { return };
+        self.uplinks
+            .retain(|id, _| uplinks.iter().any(|u| u.id == *id));
+        for u in uplinks {
+            if self.uplinks.contains_key(&u.id) {
+                continue;
+            }
+            match bind_to_device(&u.name, gateway) {
+                Ok(s) => {
+                    self.uplinks.insert(u.id, s);
+                }
+                Err(e) => {
+                    tracing::warn!(uplink = %u.name, error = %e, "cannot open a socket on this uplink; it will not be used")
+                }
+            }
         }
+    }
+
+    fn get(&self, via: UplinkId) -> &UdpSocket {
+        self.uplinks.get(&via).unwrap_or(&self.default)
+    }
+
+    /// Polls every socket for a datagram, starting from a rotating index for fairness.
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<(UplinkId, io::Result<(usize, SocketAddr)>)> {
+        let n = self.uplinks.len() + 1;
+        for k in 0..n {
+            let i = (self.next_poll + k) % n;
+            let (via, sock) = if i == 0 {
+                (UplinkId::DEFAULT, &self.default)
+            } else {
+                let (id, s) = self.uplinks.iter().nth(i - 1).expect("index within len");
+                (*id, s)
+            };
+            let mut rb = ReadBuf::new(buf);
+            if let Poll::Ready(r) = sock.poll_recv_from(cx, &mut rb) {
+                self.next_poll = i + 1;
+                let len = rb.filled().len();
+                return Poll::Ready((via, r.map(|from| (len, from))));
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -137,17 +211,28 @@ fn tune_socket(s: &UdpSocket) {
 pub async fn run<C: Core>(
     core: &mut C,
     tun: &Tun,
-    udp: &UdpSocket,
+    sockets: &mut Sockets,
+    mut uplinks: Option<UplinkWatch>,
     mut on_event: impl FnMut(&Event),
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut tun_buf = vec![0u8; TUN_HEADROOM + MAX_PACKET + TUN_TAILROOM];
     let mut udp_buf = vec![0u8; MAX_PACKET];
     let mut send_errors = SendErrors::default();
-    let local = udp.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+    if let Some(w) = uplinks.as_mut() {
+        match w.snapshot() {
+            Ok(snap) => {
+                sockets.set_uplinks(&snap);
+                core.handle_uplinks(snap, Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the uplinks; using the routing table")
+            }
+        }
+    }
     tokio::pin!(shutdown);
     loop {
-        flush(core, udp, &mut send_errors, &mut on_event).await;
+        flush(core, sockets, &mut send_errors, &mut on_event).await;
         let deadline = core.poll_timeout();
         let sleep = async {
             match deadline {
@@ -155,32 +240,43 @@ pub async fn run<C: Core>(
                 None => std::future::pending().await,
             }
         };
+        let uplink_change = async {
+            match uplinks.as_mut() {
+                Some(w) => w.next_change().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = &mut shutdown => {
                 core.shutdown(Instant::now());
-                flush(core, udp, &mut send_errors, &mut on_event).await;
+                flush(core, sockets, &mut send_errors, &mut on_event).await;
                 return Ok(());
+            }
+            snap = uplink_change => {
+                let snap = snap?;
+                sockets.set_uplinks(&snap);
+                core.handle_uplinks(snap, Instant::now());
             }
             r = tun.device.recv(&mut tun_buf[TUN_HEADROOM..TUN_HEADROOM + MAX_PACKET]) => {
                 let n = r?;
-                on_tun_packet(core, &mut tun_buf, n, udp, &mut send_errors).await;
+                on_tun_packet(core, &mut tun_buf, n, sockets, &mut send_errors).await;
                 for _ in 0..BURST {
                     match tun.device.try_recv(&mut tun_buf[TUN_HEADROOM..TUN_HEADROOM + MAX_PACKET]) {
-                        Ok(n) => on_tun_packet(core, &mut tun_buf, n, udp, &mut send_errors).await,
+                        Ok(n) => on_tun_packet(core, &mut tun_buf, n, sockets, &mut send_errors).await,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e),
                     }
                 }
             }
-            r = udp.recv_from(&mut udp_buf) => {
+            (via, r) = std::future::poll_fn(|cx| sockets.poll_recv(cx, &mut udp_buf)) => {
                 match r {
-                    Ok((n, from)) => on_datagram(core, &mut udp_buf, n, local, from, tun).await?,
+                    Ok((n, from)) => on_datagram(core, &mut udp_buf, n, via, from, tun).await?,
                     Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 }
                 for _ in 0..BURST {
-                    match udp.try_recv_from(&mut udp_buf) {
-                        Ok((n, from)) => on_datagram(core, &mut udp_buf, n, local, from, tun).await?,
+                    match sockets.get(via).try_recv_from(&mut udp_buf) {
+                        Ok((n, from)) => on_datagram(core, &mut udp_buf, n, via, from, tun).await?,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::debug!(error = %e, "udp receive error");
@@ -198,18 +294,20 @@ async fn on_tun_packet<C: Core>(
     core: &mut C,
     buf: &mut [u8],
     n: usize,
-    udp: &UdpSocket,
+    sockets: &Sockets,
     errors: &mut SendErrors,
 ) {
     if let Some(t) = core.handle_tun_packet(buf, n, Instant::now()) {
-        let r = match udp.try_send_to(&buf[..t.len], t.dst) {
+        let sock = sockets.get(t.via);
+        let r = match sock.try_send_to(&buf[..t.len], t.dst) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                udp.send_to(&buf[..t.len], t.dst).await
+                sock.send_to(&buf[..t.len], t.dst).await
             }
             other => other,
         };
         if let Err(e) = r {
-            errors.record(t.dst, &e);
+            errors.record(t.via, t.dst, &e);
+            core.handle_send_error(t.via, Instant::now());
         }
     }
 }
@@ -218,11 +316,11 @@ async fn on_datagram<C: Core>(
     core: &mut C,
     buf: &mut [u8],
     n: usize,
-    local: Option<SocketAddr>,
+    via: UplinkId,
     from: SocketAddr,
     tun: &Tun,
 ) -> io::Result<()> {
-    if let Received::Tun(range) = core.handle_datagram(local, from, buf, n, Instant::now()) {
+    if let Received::Tun(range) = core.handle_datagram(via, from, buf, n, Instant::now()) {
         let pkt = &buf[range];
         match tun.device.try_send(pkt) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -237,17 +335,25 @@ async fn on_datagram<C: Core>(
 
 async fn flush<C: Core>(
     core: &mut C,
-    udp: &UdpSocket,
+    sockets: &Sockets,
     errors: &mut SendErrors,
     on_event: &mut impl FnMut(&Event),
 ) {
-    while let Some(t) = core.poll_transmit() {
-        if let Err(e) = udp.send_to(&t.payload, t.dst).await {
-            errors.record(t.dst, &e);
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            if let Err(e) = sockets.get(t.via).send_to(&t.payload, t.dst).await {
+                errors.record(t.via, t.dst, &e);
+                core.handle_send_error(t.via, Instant::now());
+            }
         }
-    }
-    while let Some(e) = core.poll_event() {
-        on_event(&e);
+        let mut any = false;
+        while let Some(e) = core.poll_event() {
+            on_event(&e);
+            any = true;
+        }
+        if !any {
+            return;
+        }
     }
 }
 
@@ -255,12 +361,12 @@ async fn flush<C: Core>(
 /// yields one clear line instead of a flood.
 #[derive(Default)]
 struct SendErrors {
-    last: Option<(SocketAddr, io::ErrorKind)>,
+    last: Option<(UplinkId, io::ErrorKind)>,
 }
 
 impl SendErrors {
-    fn record(&mut self, dst: SocketAddr, e: &io::Error) {
-        let key = (dst, e.kind());
+    fn record(&mut self, via: UplinkId, dst: SocketAddr, e: &io::Error) {
+        let key = (via, e.kind());
         if self.last == Some(key) {
             tracing::debug!(%dst, error = %e, "send failed");
             return;

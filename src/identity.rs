@@ -28,7 +28,9 @@ pub enum IdentityError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error("failed to read identity file {path}: {error} (create one with `jvpn keygen --out FILE`)")]
+    #[error(
+        "failed to read identity file {path}: {error} (create one with `jvpn keygen --out FILE`)"
+    )]
     Read {
         path: PathBuf,
         error: std::io::Error,
@@ -81,12 +83,13 @@ impl Identity {
 
     /// Reads an identity file written by [`Identity::write_new`].
     pub fn read(path: &Path) -> Result<Self, IdentityError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
-            IdentityError::Read {
-                path: path.to_owned(),
-                error,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|error| IdentityError::Read {
+                    path: path.to_owned(),
+                    error,
+                })?,
+            );
         let malformed = |why| IdentityError::Malformed {
             path: path.to_owned(),
             why,

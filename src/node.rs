@@ -10,10 +10,11 @@ use zeroize::Zeroizing;
 
 use crate::driver;
 use crate::identity::{Identity, PublicKey};
-use crate::policy::{GatewayConfig, LaptopConfig, Policy, PresharedKey};
+use crate::policy::{BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey};
 use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
-use crate::proto::{Event, ProtoConfig, StaticKeys};
+use crate::proto::{Event, PathConfig, ProtoConfig, StaticKeys};
+use crate::sys::uplinks::UplinkWatch;
 use crate::sys::{privileges, tun::Tun};
 
 /// The core's timing and limits, from the policy. See `docs/POLICY.md` for the derivations.
@@ -29,6 +30,31 @@ pub fn proto_config(policy: &Policy) -> ProtoConfig {
         session_idle_expiry: (peer_silent_after * 2).max(h.timeout),
         replay_window_bits: policy.security.replay_window_size as usize,
         initiation_min_interval: Duration::from_millis(20),
+        paths: path_config(policy),
+    }
+}
+
+/// Path timing and bounds from the policy.
+pub fn path_config(policy: &Policy) -> PathConfig {
+    let v = &policy.volatility;
+    let sw = &policy.switching;
+    let b = &policy.bearers;
+    PathConfig {
+        heartbeat_interval: v.heartbeat_interval,
+        heartbeat_volatile: v.heartbeat_volatile,
+        debounce: sw.debounce,
+        max_switches_per_min: sw.max_switches_per_min,
+        switch_cooldown: sw.switch_cooldown,
+        recovery_window: sw.recovery_window,
+        reattach_retry: (v.heartbeat_interval / 2).max(Duration::from_millis(50)),
+        reattach_proof_max_age: policy.security.reattach_proof_max_age,
+        validation_timeout: (sw.recovery_window / 4).max(Duration::from_millis(200)),
+        standby_probe: BearerClass::ALL
+            .into_iter()
+            .map(|c| (c, b.settings(c).probe_interval))
+            .collect(),
+        max_auth_failures: policy.security.max_auth_failures,
+        auth_failure_window: policy.security.auth_failure_window,
     }
 }
 
@@ -59,9 +85,15 @@ pub async fn run_laptop(cfg: LaptopConfig) -> anyhow::Result<()> {
         &cfg.tunnel.addresses,
         &cfg.gateway.routes,
     )?;
-    let udp = driver::bind_for(cfg.gateway.endpoint)
+    let mut sockets = driver::Sockets::bind(None, Some(cfg.gateway.endpoint))
         .await
         .context("failed to open the UDP socket")?;
+    let watch = UplinkWatch::open(
+        cfg.gateway.endpoint.ip(),
+        tun.index,
+        cfg.policy.bearers.clone(),
+    )
+    .context("failed to watch the network interfaces over netlink")?;
     privileges::drop_all();
     tracing::info!(
         public_key = %identity.public(),
@@ -79,7 +111,15 @@ pub async fn run_laptop(cfg: LaptopConfig) -> anyhow::Result<()> {
     };
     let mut core = Client::new(core_cfg, seed(), Instant::now(), driver::wall_now());
     let log = |e: &Event| log_event(e, &|_| "gateway".to_owned());
-    driver::run(&mut core, &tun, &udp, log, shutdown_signal()).await?;
+    driver::run(
+        &mut core,
+        &tun,
+        &mut sockets,
+        Some(watch),
+        log,
+        shutdown_signal(),
+    )
+    .await?;
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "laptop stopped");
     Ok(())
@@ -116,12 +156,14 @@ pub async fn run_gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
         &cfg.tunnel.addresses,
         &routes,
     )?;
-    let udp = driver::bind_listen(cfg.listen).await.with_context(|| {
-        format!(
-            "failed to listen on {} (is another gateway running? change `listen`)",
-            cfg.listen
-        )
-    })?;
+    let mut sockets = driver::Sockets::bind(Some(cfg.listen), None)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to listen on {} (is another gateway running? change `listen`)",
+                cfg.listen
+            )
+        })?;
     privileges::drop_all();
     tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");
     let core_cfg = gateway::GatewayConfig {
@@ -131,24 +173,52 @@ pub async fn run_gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
     };
     let mut core = Gateway::new(core_cfg, seed(), Instant::now());
     let log = |e: &Event| log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
-    driver::run(&mut core, &tun, &udp, log, shutdown_signal()).await?;
+    driver::run(&mut core, &tun, &mut sockets, None, log, shutdown_signal()).await?;
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "gateway stopped");
     Ok(())
 }
 
 fn log_event(e: &Event, peer_name: &dyn Fn(usize) -> String) {
+    let class = |c: &Option<BearerClass>| c.map_or("none", |c| c.as_str());
     match e {
         Event::HandshakeInitiated { attempt } => tracing::debug!(attempt, "handshake initiation sent"),
         Event::HandshakeStalled { elapsed } => tracing::warn!(
             elapsed_s = elapsed.as_secs(),
             "no answer from the gateway yet; check its endpoint, its public key, and that it lists this laptop as a peer; still retrying"
         ),
-        Event::SessionEstablished { session_id, peer, remote } => {
-            tracing::info!(%session_id, peer = %peer_name(*peer), %remote, "session established")
+        Event::SessionEstablished { session_id, peer } => {
+            tracing::info!(%session_id, peer = %peer_name(*peer), "session established")
         }
-        Event::EndpointChanged { session_id, remote } => {
-            tracing::info!(%session_id, %remote, "peer endpoint changed")
+        Event::TransportAttached { session_id, class: c } => {
+            tracing::info!(%session_id, bearer = class(c), "transport attached")
+        }
+        Event::TransportSwitch { session_id, from, to, reason } => tracing::info!(
+            %session_id, from = class(from), to = to.as_str(), reason = reason.name(), "transport switch"
+        ),
+        Event::TransportSwitchDenied { session_id, reason } => {
+            tracing::info!(%session_id, reason = reason.name(), "transport switch denied")
+        }
+        Event::ReattachAttempt { session_id, to, attempt, make_before_break } => tracing::info!(
+            %session_id, to = to.as_str(), attempt, make_before_break, "reattach attempt"
+        ),
+        Event::ReattachResult { session_id, status } => {
+            tracing::info!(%session_id, status = ?status, "reattach result")
+        }
+        Event::BindingMoved { session_id, state_version, reattach } => {
+            tracing::info!(%session_id, state_version, reattach, "session binding moved to a validated path")
+        }
+        Event::BindingReverted { session_id } => {
+            tracing::info!(%session_id, "unvalidated path abandoned; binding reverted")
+        }
+        Event::SecurityValidationFailed { session_id, failures, suppressed } => tracing::warn!(
+            session_id = ?session_id.map(|s| s.to_hex()), failures, suppressed, "packets failed authentication"
+        ),
+        Event::SecurityReplayDetected { session_id } => {
+            tracing::warn!(%session_id, "replayed control packet dropped")
+        }
+        Event::NoUplink { session_id } => {
+            tracing::warn!(session_id = ?session_id.map(|s| s.to_hex()), "no usable uplink; waiting for one")
         }
         Event::SessionClosed { session_id, peer, reason } => {
             tracing::info!(%session_id, peer = %peer_name(*peer), reason = reason.name(), "session closed")

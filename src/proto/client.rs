@@ -1,7 +1,8 @@
-//! The laptop side: one session to one gateway. It starts the handshake at construction,
-//! retransmits with exponential backoff and jitter, queues a few packets while it has no
-//! session, keeps the path alive, and replaces a session that has gone silent (a new handshake
-//! means a new SessionID, reported as such).
+//! The laptop side: one session to one gateway, carried by whichever uplink the path logic
+//! ([`super::path`]) chooses. It starts the handshake at construction, retransmits with
+//! exponential backoff and jitter, queues a few packets while it has no session, keeps the path
+//! alive, reattaches over a new bearer without a new handshake, and replaces a session that has
+//! gone silent on every path (a new handshake means a new SessionID, reported as such).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,14 +13,15 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
-use super::control::ControlMessage;
+use super::control::{ControlMessage, Reattach, REATTACH_LEN};
 use super::handshake::{Initiator, StaticKeys, Timestamp};
 use super::iptable::IpTable;
+use super::path::{PathAction, PathManager, Uplink};
 use super::session::Session;
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Timer,
-    Transmit, WallClock,
+    Transmit, UplinkId, WallClock,
 };
 
 /// Packets held while no session exists.
@@ -57,6 +59,8 @@ pub struct Client {
     last_timestamp: Timestamp,
     pending: Option<Pending>,
     session: Option<Session>,
+    paths: PathManager,
+    actions: Vec<PathAction>,
     queue: VecDeque<Vec<u8>>,
     transmits: VecDeque<OwnedTransmit>,
     events: VecDeque<Event>,
@@ -71,6 +75,7 @@ impl Client {
         for r in &cfg.routes {
             routes.insert(*r, ());
         }
+        let paths = PathManager::new(cfg.proto.paths.clone(), now);
         let mut c = Self {
             cfg,
             routes,
@@ -79,6 +84,8 @@ impl Client {
             last_timestamp: Timestamp::default(),
             pending: None,
             session: None,
+            paths,
+            actions: Vec::new(),
             queue: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -108,7 +115,7 @@ impl Client {
         if let Some(s) = self.session.as_mut() {
             if let Some(n) = s.seal_data(buf, len, now) {
                 return Some(Transmit {
-                    src: None,
+                    via: self.paths.active(),
                     dst: self.cfg.endpoint,
                     len: n,
                 });
@@ -125,10 +132,11 @@ impl Client {
         None
     }
 
-    /// A datagram arrived at `local` from `remote`: `buf[..len]`. Data is opened in place.
+    /// A datagram arrived through uplink `via` from `remote`: `buf[..len]`. Data is opened in
+    /// place.
     pub fn handle_datagram(
         &mut self,
-        _local: Option<SocketAddr>,
+        via: UplinkId,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
@@ -150,9 +158,28 @@ impl Client {
                 kind,
                 receiver,
                 counter,
-            }) => return self.on_sealed(kind, receiver, counter, &mut buf[..len], now),
+            }) => return self.on_sealed(kind, receiver, counter, &mut buf[..len], via, now),
         }
         Received::Nothing
+    }
+
+    /// The system's usable uplinks changed (a snapshot, not a delta).
+    pub fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
+        for u in &snapshot {
+            tracing::debug!(uplink = %u.name, id = u.id.0, class = %u.class, rank = u.rank, "usable uplink");
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        self.paths.set_uplinks(snapshot, now, &mut actions);
+        self.run_actions(&mut actions, now);
+        self.actions = actions;
+    }
+
+    /// Sending through `via` failed at the socket (no route, link down).
+    pub fn handle_send_error(&mut self, via: UplinkId, now: Instant) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.paths.on_send_error(via, now, &mut actions);
+        self.run_actions(&mut actions, now);
+        self.actions = actions;
     }
 
     /// Runs whatever timers are due.
@@ -172,6 +199,10 @@ impl Client {
                 self.send_initiation(first, attempt, now);
             }
         }
+        let mut actions = std::mem::take(&mut self.actions);
+        self.paths.on_timeout(now, &mut actions);
+        self.run_actions(&mut actions, now);
+        self.actions = actions;
         let Some(s) = self.session.as_ref() else {
             return;
         };
@@ -184,17 +215,13 @@ impl Client {
 
     /// Shuts down: tells the gateway (authenticated close) and stops all timers.
     pub fn shutdown(&mut self, now: Instant) {
-        if let Some(mut s) = self.session.take() {
+        if self.session.is_some() {
             self.send_control(
-                &mut s,
+                self.paths.active(),
                 ControlMessage::Close(CloseReason::LocalShutdown),
                 now,
             );
-            self.events.push_back(Event::SessionClosed {
-                session_id: s.id(),
-                peer: 0,
-                reason: CloseReason::LocalShutdown,
-            });
+            self.end_session_quietly(CloseReason::LocalShutdown, now);
         }
         self.pending = None;
         self.shut_down = true;
@@ -215,7 +242,7 @@ impl Client {
         if self.shut_down {
             return None;
         }
-        let mut best: Option<(Instant, Timer)> = None;
+        let mut best = self.paths.poll_timeout();
         let mut consider = |t: Instant, why: Timer| {
             if best.is_none_or(|(b, _)| t < b) {
                 best = Some((t, why));
@@ -243,6 +270,11 @@ impl Client {
     /// The current session, if established.
     pub fn session(&self) -> Option<&Session> {
         self.session.as_ref()
+    }
+
+    /// The path logic (active uplink, uplinks in use).
+    pub fn paths(&self) -> &PathManager {
+        &self.paths
     }
 
     /// Drop counters.
@@ -273,12 +305,15 @@ impl Client {
             Err(_) => {
                 // A forged or corrupted response: keep waiting for the real one.
                 self.drops.count(DropReason::HandshakeFailed);
-                self.restore_pending(p.first_sent, p.attempt, p.next_retry, now);
+                self.send_initiation(p.first_sent, p.attempt, now);
+                if let Some(q) = self.pending.as_mut() {
+                    q.next_retry = p.next_retry.max(now);
+                }
                 return;
             }
         };
         if self.session.is_some() {
-            self.end_session_quietly(CloseReason::Replaced);
+            self.end_session_quietly(CloseReason::Replaced, now);
         }
         let session = Session::new(
             root,
@@ -288,22 +323,19 @@ impl Client {
             self.cfg.proto.replay_window_bits,
             now,
         );
+        let session_id = session.id();
+        tracing::debug!(%session_id, %remote, "handshake response accepted");
         self.events.push_back(Event::SessionEstablished {
-            session_id: session.id(),
+            session_id,
             peer: 0,
-            remote,
+        });
+        self.events.push_back(Event::TransportAttached {
+            session_id,
+            class: self.paths.class_of(self.paths.active()),
         });
         self.session = Some(session);
+        self.paths.set_live(true, now);
         self.flush_queue(now);
-    }
-
-    /// A response failed to authenticate; the initiator state is spent, so start a fresh
-    /// initiation at the scheduled retry time rather than immediately.
-    fn restore_pending(&mut self, first: Instant, attempt: u32, next_retry: Instant, now: Instant) {
-        self.send_initiation(first, attempt, now);
-        if let Some(p) = self.pending.as_mut() {
-            p.next_retry = next_retry.max(now);
-        }
     }
 
     fn on_sealed(
@@ -312,6 +344,7 @@ impl Client {
         receiver: RoutingTag,
         counter: u64,
         datagram: &mut [u8],
+        via: UplinkId,
         now: Instant,
     ) -> Received {
         let Some(s) = self.session.as_mut().filter(|s| s.local_tag == receiver) else {
@@ -325,6 +358,7 @@ impl Client {
                 return Received::Nothing;
             }
         };
+        self.paths.on_authenticated(via, now);
         match kind {
             SealedKind::Data if opened.plaintext.is_empty() => Received::Nothing,
             SealedKind::Data => {
@@ -345,9 +379,7 @@ impl Client {
             }
             SealedKind::Control => {
                 match ControlMessage::decode(&datagram[opened.plaintext]) {
-                    Some(ControlMessage::Close(_)) => {
-                        self.end_session(CloseReason::PeerClosed, now)
-                    }
+                    Some(m) => self.on_control(m, via, now),
                     None => self.drops.count(DropReason::BadControl),
                 }
                 Received::Nothing
@@ -355,7 +387,95 @@ impl Client {
         }
     }
 
+    fn on_control(&mut self, msg: ControlMessage, via: UplinkId, now: Instant) {
+        let mut actions = std::mem::take(&mut self.actions);
+        match msg {
+            ControlMessage::Close(_) => self.end_session(CloseReason::PeerClosed, now),
+            ControlMessage::PathChallenge(token) => {
+                self.send_control(via, ControlMessage::PathResponse(token), now)
+            }
+            ControlMessage::ReattachAck { seq, state_version } => {
+                self.paths
+                    .on_reattach_ack(seq, state_version, now, &mut actions)
+            }
+            ControlMessage::ReattachReject { seq, reason } => {
+                self.paths
+                    .on_reattach_reject(seq, reason, now, &mut actions)
+            }
+            ControlMessage::ProbeAck(_) => {}
+            ControlMessage::Probe(_)
+            | ControlMessage::PathResponse(_)
+            | ControlMessage::Reattach(_) => self.drops.count(DropReason::BadControl),
+        }
+        self.run_actions(&mut actions, now);
+        self.actions = actions;
+    }
+
+    /// Turns the path logic's decisions into packets and events.
+    fn run_actions(&mut self, actions: &mut Vec<PathAction>, now: Instant) {
+        let session_id = self.session.as_ref().map(|s| s.id());
+        for a in actions.drain(..) {
+            let Some(session_id) = session_id else {
+                if a == PathAction::NoUplink {
+                    self.events.push_back(Event::NoUplink { session_id: None });
+                }
+                continue;
+            };
+            match a {
+                PathAction::Probe { via, seq } => {
+                    self.send_control(via, ControlMessage::Probe(seq), now)
+                }
+                PathAction::Reattach {
+                    via,
+                    seq,
+                    old_path_alive,
+                } => {
+                    let Some(s) = self.session.as_ref() else {
+                        continue;
+                    };
+                    let r = Reattach {
+                        seq,
+                        old_path_alive,
+                        state_version: self.paths.acked_state_version,
+                        elapsed_ms: now.saturating_duration_since(s.created).as_millis() as u64,
+                        last_data_counter: s.data_sent().saturating_sub(1),
+                    };
+                    self.send_control(via, ControlMessage::Reattach(r), now);
+                }
+                PathAction::Attempt {
+                    to,
+                    attempt,
+                    make_before_break,
+                } => self.events.push_back(Event::ReattachAttempt {
+                    session_id,
+                    to,
+                    attempt,
+                    make_before_break,
+                }),
+                PathAction::Switched { from, to, reason } => {
+                    self.events.push_back(Event::TransportSwitch {
+                        session_id,
+                        from,
+                        to,
+                        reason,
+                    })
+                }
+                PathAction::Denied(reason) => self
+                    .events
+                    .push_back(Event::TransportSwitchDenied { session_id, reason }),
+                PathAction::Result(status) => self
+                    .events
+                    .push_back(Event::ReattachResult { session_id, status }),
+                PathAction::NoUplink => self.events.push_back(Event::NoUplink {
+                    session_id: Some(session_id),
+                }),
+                PathAction::SessionRefused(_) => self.end_session(CloseReason::PeerClosed, now),
+            }
+        }
+    }
+
     fn flush_queue(&mut self, now: Instant) {
+        let via = self.paths.active();
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -366,7 +486,7 @@ impl Client {
             if let Some(n) = s.seal_data(&mut buf, pkt.len(), now) {
                 buf.truncate(n);
                 self.transmits.push_back(OwnedTransmit {
-                    src: None,
+                    via,
                     dst: self.cfg.endpoint,
                     payload: buf,
                 });
@@ -380,6 +500,7 @@ impl Client {
     }
 
     fn send_keepalive(&mut self, now: Instant) {
+        let via = self.paths.active();
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -387,20 +508,24 @@ impl Client {
         if let Some(n) = s.seal_data(&mut buf, 0, now) {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
-                src: None,
+                via,
                 dst: self.cfg.endpoint,
                 payload: buf,
             });
         }
     }
 
-    fn send_control(&mut self, s: &mut Session, msg: ControlMessage, now: Instant) {
-        let body = msg.encode();
-        let mut buf = vec![0u8; DATA_OVERHEAD + body.len()];
-        if let Some(n) = s.seal_control(&body, &mut buf, now) {
+    fn send_control(&mut self, via: UplinkId, msg: ControlMessage, now: Instant) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let mut body = [0u8; REATTACH_LEN];
+        let len = msg.encode(&mut body);
+        let mut buf = vec![0u8; DATA_OVERHEAD + len];
+        if let Some(n) = s.seal_control(&body[..len], &mut buf, now) {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
-                src: None,
+                via,
                 dst: self.cfg.endpoint,
                 payload: buf,
             });
@@ -408,14 +533,15 @@ impl Client {
     }
 
     fn end_session(&mut self, reason: CloseReason, now: Instant) {
-        self.end_session_quietly(reason);
+        self.end_session_quietly(reason, now);
         if self.pending.is_none() && !self.shut_down {
             self.send_initiation(now, 1, now);
         }
     }
 
-    fn end_session_quietly(&mut self, reason: CloseReason) {
+    fn end_session_quietly(&mut self, reason: CloseReason, now: Instant) {
         if let Some(s) = self.session.take() {
+            self.paths.set_live(false, now);
             self.events.push_back(Event::SessionClosed {
                 session_id: s.id(),
                 peer: 0,
@@ -459,7 +585,7 @@ impl Client {
         };
         buf.truncate(n);
         self.transmits.push_back(OwnedTransmit {
-            src: None,
+            via: self.paths.active(),
             dst: self.cfg.endpoint,
             payload: buf,
         });

@@ -1,48 +1,281 @@
-//! Control messages: the plaintext of Control packets, sealed under the control keys.
+//! Control messages: the plaintext of Control packets, sealed under the control keys. All
+//! integers little-endian. Probing messages (`PathChallenge`, `PathResponse`, `Probe`,
+//! `ProbeAck`) never move a session's binding; `Reattach` asks for a move.
 //!
 //! ```text
-//! Close  0:type=1 1:reason code
+//! Close           0:type=1 1:reason
+//! Reattach        0:type=2 1:flags(bit0 = old path still alive) 2..6:seq u32
+//!                 6..14:state_version u64 14..22:elapsed_ms u64 22..30:last_data_counter u64
+//!                 30..:zero padding up to REATTACH_LEN (raises the anti-amplification budget)
+//! ReattachAck     0:type=3 1..5:seq u32 5..13:state_version u64
+//! ReattachReject  0:type=4 1..5:seq u32 5:reason
+//! PathChallenge   0:type=5 1..9:token
+//! PathResponse    0:type=6 1..9:token
+//! Probe           0:type=7 1..5:seq u32
+//! ProbeAck        0:type=8 1..5:seq u32
 //! ```
 
 use super::CloseReason;
 
 const TYPE_CLOSE: u8 = 1;
+const TYPE_REATTACH: u8 = 2;
+const TYPE_REATTACH_ACK: u8 = 3;
+const TYPE_REATTACH_REJECT: u8 = 4;
+const TYPE_PATH_CHALLENGE: u8 = 5;
+const TYPE_PATH_RESPONSE: u8 = 6;
+const TYPE_PROBE: u8 = 7;
+const TYPE_PROBE_ACK: u8 = 8;
+
+/// Plaintext length of a Reattach (padded).
+pub const REATTACH_LEN: usize = 256;
+
+/// A reattach request: proof of possession is the control key that seals it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reattach {
+    pub seq: u32,
+    /// The old path still works: validate the new one before moving (make-before-break).
+    pub old_path_alive: bool,
+    /// The gateway's `state_version` the laptop last saw acknowledged.
+    pub state_version: u64,
+    /// Milliseconds since the session was established, by the laptop's clock (freshness).
+    pub elapsed_ms: u64,
+    /// The last data counter the laptop sent on the old path (the media window).
+    pub last_data_counter: u64,
+}
+
+/// Why the gateway refused a reattach (J3). The binding is never changed by a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectReason {
+    StaleRequest,
+    StaleStateVersion,
+    SessionExpired,
+    PolicyDenied,
+    ValidationFailed,
+}
+
+impl RejectReason {
+    /// Stable lower_snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::StaleRequest => "stale_request",
+            RejectReason::StaleStateVersion => "stale_state_version",
+            RejectReason::SessionExpired => "session_expired",
+            RejectReason::PolicyDenied => "policy_denied",
+            RejectReason::ValidationFailed => "reattach_validation_failed",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            RejectReason::StaleRequest => 1,
+            RejectReason::StaleStateVersion => 2,
+            RejectReason::SessionExpired => 3,
+            RejectReason::PolicyDenied => 4,
+            RejectReason::ValidationFailed => 5,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => RejectReason::StaleRequest,
+            2 => RejectReason::StaleStateVersion,
+            3 => RejectReason::SessionExpired,
+            4 => RejectReason::PolicyDenied,
+            5 => RejectReason::ValidationFailed,
+            _ => return None,
+        })
+    }
+}
 
 /// A control message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlMessage {
     /// The sender ends the session.
     Close(CloseReason),
+    Reattach(Reattach),
+    ReattachAck {
+        seq: u32,
+        state_version: u64,
+    },
+    ReattachReject {
+        seq: u32,
+        reason: RejectReason,
+    },
+    PathChallenge([u8; 8]),
+    PathResponse([u8; 8]),
+    Probe(u32),
+    ProbeAck(u32),
 }
 
 impl ControlMessage {
-    /// Encodes the message.
-    pub fn encode(self) -> Vec<u8> {
+    /// Whether this message may never move a binding.
+    pub fn is_probing(&self) -> bool {
+        matches!(
+            self,
+            ControlMessage::PathChallenge(_)
+                | ControlMessage::PathResponse(_)
+                | ControlMessage::Probe(_)
+                | ControlMessage::ProbeAck(_)
+        )
+    }
+
+    /// Encodes the message into `out`, returning its length (`out` ≥ REATTACH_LEN).
+    pub fn encode(self, out: &mut [u8]) -> usize {
         match self {
-            ControlMessage::Close(r) => vec![TYPE_CLOSE, r.code()],
+            ControlMessage::Close(r) => put(out, &[&[TYPE_CLOSE, r.code()]]),
+            ControlMessage::Reattach(r) => {
+                out[..REATTACH_LEN].fill(0);
+                put(
+                    out,
+                    &[
+                        &[TYPE_REATTACH, u8::from(r.old_path_alive)],
+                        &r.seq.to_le_bytes(),
+                        &r.state_version.to_le_bytes(),
+                        &r.elapsed_ms.to_le_bytes(),
+                        &r.last_data_counter.to_le_bytes(),
+                    ],
+                );
+                REATTACH_LEN
+            }
+            ControlMessage::ReattachAck { seq, state_version } => put(
+                out,
+                &[
+                    &[TYPE_REATTACH_ACK],
+                    &seq.to_le_bytes(),
+                    &state_version.to_le_bytes(),
+                ],
+            ),
+            ControlMessage::ReattachReject { seq, reason } => put(
+                out,
+                &[
+                    &[TYPE_REATTACH_REJECT],
+                    &seq.to_le_bytes(),
+                    &[reason.code()],
+                ],
+            ),
+            ControlMessage::PathChallenge(t) => put(out, &[&[TYPE_PATH_CHALLENGE], &t]),
+            ControlMessage::PathResponse(t) => put(out, &[&[TYPE_PATH_RESPONSE], &t]),
+            ControlMessage::Probe(s) => put(out, &[&[TYPE_PROBE], &s.to_le_bytes()]),
+            ControlMessage::ProbeAck(s) => put(out, &[&[TYPE_PROBE_ACK], &s.to_le_bytes()]),
         }
     }
 
     /// Decodes a message; `None` for anything unknown or malformed.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        match b {
-            [TYPE_CLOSE, code] => CloseReason::from_code(*code).map(ControlMessage::Close),
-            _ => None,
-        }
+        let (&ty, rest) = b.split_first()?;
+        Some(match (ty, rest.len()) {
+            (TYPE_CLOSE, 1) => ControlMessage::Close(CloseReason::from_code(rest[0])?),
+            (TYPE_REATTACH, n) if n == REATTACH_LEN - 1 => {
+                if rest[0] > 1 || rest[29..].iter().any(|&x| x != 0) {
+                    return None;
+                }
+                ControlMessage::Reattach(Reattach {
+                    old_path_alive: rest[0] == 1,
+                    seq: u32_at(rest, 1),
+                    state_version: u64_at(rest, 5),
+                    elapsed_ms: u64_at(rest, 13),
+                    last_data_counter: u64_at(rest, 21),
+                })
+            }
+            (TYPE_REATTACH_ACK, 12) => ControlMessage::ReattachAck {
+                seq: u32_at(rest, 0),
+                state_version: u64_at(rest, 4),
+            },
+            (TYPE_REATTACH_REJECT, 5) => ControlMessage::ReattachReject {
+                seq: u32_at(rest, 0),
+                reason: RejectReason::from_code(rest[4])?,
+            },
+            (TYPE_PATH_CHALLENGE, 8) => ControlMessage::PathChallenge(rest.try_into().ok()?),
+            (TYPE_PATH_RESPONSE, 8) => ControlMessage::PathResponse(rest.try_into().ok()?),
+            (TYPE_PROBE, 4) => ControlMessage::Probe(u32_at(rest, 0)),
+            (TYPE_PROBE_ACK, 4) => ControlMessage::ProbeAck(u32_at(rest, 0)),
+            _ => return None,
+        })
     }
+}
+
+fn put(out: &mut [u8], parts: &[&[u8]]) -> usize {
+    let mut n = 0;
+    for p in parts {
+        out[n..n + p.len()].copy_from_slice(p);
+        n += p.len();
+    }
+    n
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(
+        b[i..i + 4]
+            .try_into()
+            .expect("length checked by the caller's match"),
+    )
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(
+        b[i..i + 8]
+            .try_into()
+            .expect("length checked by the caller's match"),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn round_trip(m: ControlMessage) {
+        let mut buf = [0u8; REATTACH_LEN];
+        let n = m.encode(&mut buf);
+        assert_eq!(ControlMessage::decode(&buf[..n]), Some(m), "{m:?}");
+        for len in 0..n {
+            assert_eq!(
+                ControlMessage::decode(&buf[..len]),
+                None,
+                "{m:?} truncated to {len}"
+            );
+        }
+    }
+
     #[test]
-    fn round_trip_and_rejects() {
-        let m = ControlMessage::Close(CloseReason::LocalShutdown);
-        assert_eq!(ControlMessage::decode(&m.encode()), Some(m));
+    fn every_message_round_trips_and_rejects_truncation() {
+        round_trip(ControlMessage::Close(CloseReason::LocalShutdown));
+        round_trip(ControlMessage::Reattach(Reattach {
+            seq: 7,
+            old_path_alive: true,
+            state_version: 3,
+            elapsed_ms: 123_456,
+            last_data_counter: 99,
+        }));
+        round_trip(ControlMessage::ReattachAck {
+            seq: 7,
+            state_version: 4,
+        });
+        round_trip(ControlMessage::ReattachReject {
+            seq: 7,
+            reason: RejectReason::StaleRequest,
+        });
+        round_trip(ControlMessage::PathChallenge([1, 2, 3, 4, 5, 6, 7, 8]));
+        round_trip(ControlMessage::PathResponse([8; 8]));
+        round_trip(ControlMessage::Probe(5));
+        round_trip(ControlMessage::ProbeAck(5));
+    }
+
+    #[test]
+    fn unknown_codes_and_dirty_padding_are_rejected() {
         assert_eq!(ControlMessage::decode(&[]), None);
         assert_eq!(ControlMessage::decode(&[1, 99]), None);
-        assert_eq!(ControlMessage::decode(&[1, 1, 0]), None);
-        assert_eq!(ControlMessage::decode(&[7, 1]), None);
+        assert_eq!(ControlMessage::decode(&[9, 0, 0, 0, 0]), None);
+        assert_eq!(ControlMessage::decode(&[4, 0, 0, 0, 0, 77]), None);
+        let mut buf = [0u8; REATTACH_LEN];
+        let m = ControlMessage::Reattach(Reattach {
+            seq: 1,
+            old_path_alive: false,
+            state_version: 0,
+            elapsed_ms: 0,
+            last_data_counter: 0,
+        });
+        let n = m.encode(&mut buf);
+        buf[n - 1] = 1;
+        assert_eq!(ControlMessage::decode(&buf[..n]), None);
     }
 }

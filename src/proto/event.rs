@@ -1,10 +1,11 @@
 //! Events the core reports: plain data, drained with `poll_event()`. The driver logs them
 //! and (later) writes them to event sinks; emitting never changes the data path.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::keys::SessionId;
+use super::path::{DenyReason, ReattachStatus, SwitchReason};
+use crate::policy::BearerClass;
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +61,8 @@ impl CloseReason {
     }
 }
 
-/// Something that happened to a session.
+/// Something that happened to a session. Outward-visible data only: bearer classes, never
+/// addresses or interface names (those are logged at DEBUG by the core that knows them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The laptop sent a handshake initiation (attempt counts from 1).
@@ -69,16 +71,55 @@ pub enum Event {
     HandshakeStalled { elapsed: Duration },
     /// A session is established and carries traffic. `peer` is the peer's index in the
     /// configuration (always 0 on the laptop).
-    SessionEstablished {
+    SessionEstablished { session_id: SessionId, peer: usize },
+    /// The session is bound to a bearer for the first time (laptop).
+    TransportAttached {
         session_id: SessionId,
-        peer: usize,
-        remote: SocketAddr,
+        class: Option<BearerClass>,
     },
-    /// The gateway saw an authenticated packet from a new source address for a session.
-    EndpointChanged {
+    /// The laptop moved the session to another bearer (after the gateway acknowledged).
+    TransportSwitch {
         session_id: SessionId,
-        remote: SocketAddr,
+        from: Option<BearerClass>,
+        to: BearerClass,
+        reason: SwitchReason,
     },
+    /// A switch was not attempted because of the switching bounds.
+    TransportSwitchDenied {
+        session_id: SessionId,
+        reason: DenyReason,
+    },
+    /// The laptop sent a reattach over a new bearer.
+    ReattachAttempt {
+        session_id: SessionId,
+        to: BearerClass,
+        attempt: u32,
+        make_before_break: bool,
+    },
+    /// How a reattach ended (laptop), or how the gateway answered one.
+    ReattachResult {
+        session_id: SessionId,
+        status: ReattachStatus,
+    },
+    /// The gateway moved a session's binding to a validated new path (`state_version` after).
+    BindingMoved {
+        session_id: SessionId,
+        state_version: u64,
+        reattach: bool,
+    },
+    /// The gateway gave a tentative path back because it never answered its challenge.
+    BindingReverted { session_id: SessionId },
+    /// Packets failed authentication from one source; `suppressed` once the source passed
+    /// the policy limit (further failures are only counted).
+    SecurityValidationFailed {
+        session_id: Option<SessionId>,
+        failures: u32,
+        suppressed: bool,
+    },
+    /// An authenticated control packet was replayed.
+    SecurityReplayDetected { session_id: SessionId },
+    /// No uplink can carry the session (laptop).
+    NoUplink { session_id: Option<SessionId> },
     /// A session ended.
     SessionClosed {
         session_id: SessionId,

@@ -1,10 +1,11 @@
 //! The gateway side: many sessions in a table keyed by routing tag. A datagram is attributed
 //! to a session only after it authenticates under that session's keys; the source address is
-//! never used to find a session. Initiations from keys that are not configured peers, stale
-//! (replayed) initiations and everything else that fails get no reply at all.
+//! never used to find a session, and it moves a session's binding only under the rules of
+//! [`super::binding`]. Initiations from keys that are not configured peers, stale (replayed)
+//! initiations and everything else that fails get no reply at all.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -12,17 +13,21 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
-use super::control::ControlMessage;
+use super::binding::{Binding, Validation};
+use super::control::{ControlMessage, Reattach, RejectReason, REATTACH_LEN};
 use super::handshake::{Responder, StaticKeys, Timestamp};
 use super::iptable::IpTable;
+use super::path::ReattachStatus;
 use super::session::{Session, SessionStats};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, SessionId,
-    Timer, Transmit,
+    Timer, Transmit, UplinkId,
 };
 
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Sources tracked for authentication failures at most (oldest forgotten first).
+const OFFENDERS_KEPT: usize = 4096;
 
 /// A configured peer.
 #[derive(Debug)]
@@ -56,9 +61,15 @@ struct PeerState {
 struct GwSession {
     session: Session,
     peer: usize,
-    endpoint: SocketAddr,
-    local: Option<SocketAddr>,
+    binding: Binding,
     confirmed: bool,
+}
+
+/// Authentication failures from one source address (J9).
+#[derive(Debug, Clone, Copy)]
+struct Offence {
+    window_start: Instant,
+    failures: u32,
 }
 
 /// A read-only view of one session, for status.
@@ -67,6 +78,8 @@ pub struct SessionView {
     pub session_id: SessionId,
     pub peer: usize,
     pub endpoint: SocketAddr,
+    pub validated: bool,
+    pub state_version: u64,
     pub stats: SessionStats,
     pub age: Duration,
     pub since_last_recv: Duration,
@@ -81,6 +94,7 @@ pub struct Gateway {
     by_static: BTreeMap<[u8; 32], usize>,
     routes: IpTable<usize>,
     sessions: BTreeMap<RoutingTag, GwSession>,
+    offenders: BTreeMap<IpAddr, Offence>,
     rng: ChaCha20Rng,
     transmits: VecDeque<OwnedTransmit>,
     events: VecDeque<Event>,
@@ -118,6 +132,7 @@ impl Gateway {
             by_static,
             routes,
             sessions: BTreeMap::new(),
+            offenders: BTreeMap::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -153,10 +168,14 @@ impl Gateway {
             self.drops.count(DropReason::NoSession);
             return None;
         };
+        if !s.binding.may_send(len + DATA_OVERHEAD) {
+            self.drops.count(DropReason::AmplificationLimit);
+            return None;
+        }
         match s.session.seal_data(buf, len, now) {
             Some(n) => Some(Transmit {
-                src: s.local,
-                dst: s.endpoint,
+                via: UplinkId::DEFAULT,
+                dst: s.binding.current(),
                 len: n,
             }),
             None => {
@@ -166,10 +185,10 @@ impl Gateway {
         }
     }
 
-    /// A datagram arrived at `local` from `remote`: `buf[..len]`. Data is opened in place.
+    /// A datagram arrived from `remote`: `buf[..len]`. Data is opened in place.
     pub fn handle_datagram(
         &mut self,
-        local: Option<SocketAddr>,
+        _via: UplinkId,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
@@ -180,22 +199,21 @@ impl Gateway {
             Err(_) => self.drops.count(DropReason::Malformed),
             Ok(Packet::HandshakeInit { sender, noise }) => {
                 let noise = noise.to_vec();
-                self.on_initiation(sender, &noise, local, remote, now);
+                self.on_initiation(sender, &noise, remote, now);
             }
             Ok(Packet::HandshakeResp { .. }) => self.drops.count(DropReason::UnexpectedResponse),
             Ok(Packet::Sealed {
                 kind,
                 receiver,
                 counter,
-            }) => {
-                return self.on_sealed(kind, receiver, counter, &mut buf[..len], local, remote, now)
-            }
+            }) => return self.on_sealed(kind, receiver, counter, &mut buf[..len], remote, now),
         }
         Received::Nothing
     }
 
-    /// Periodic housekeeping: forgets idle sessions and stale pending handshakes.
+    /// Runs due timers: path challenges, and once a second the sweep of idle sessions.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.challenge_timers(now);
         if now < self.next_housekeeping {
             return;
         }
@@ -217,6 +235,8 @@ impl Gateway {
                 self.forget(tag);
             }
         }
+        let window = self.proto.paths.auth_failure_window;
+        self.offenders.retain(|_, o| now < o.window_start + window);
     }
 
     /// Shuts down: tells every peer with a session (authenticated close).
@@ -228,17 +248,14 @@ impl Gateway {
             .map(|(t, _)| *t)
             .collect();
         for tag in tags {
-            if let Some(s) = self.sessions.get_mut(&tag) {
-                let msg = ControlMessage::Close(CloseReason::LocalShutdown).encode();
-                let mut buf = vec![0u8; DATA_OVERHEAD + msg.len()];
-                if let Some(n) = s.session.seal_control(&msg, &mut buf, now) {
-                    buf.truncate(n);
-                    self.transmits.push_back(OwnedTransmit {
-                        src: s.local,
-                        dst: s.endpoint,
-                        payload: buf,
-                    });
-                }
+            if let Some(s) = self.sessions.get(&tag) {
+                let dst = s.binding.current();
+                self.send_control(
+                    tag,
+                    dst,
+                    ControlMessage::Close(CloseReason::LocalShutdown),
+                    now,
+                );
             }
             self.remove_session(tag, CloseReason::LocalShutdown);
         }
@@ -256,7 +273,16 @@ impl Gateway {
 
     /// The next deadline and why it exists.
     pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
-        Some((self.next_housekeeping, Timer::Housekeeping))
+        let timeout = self.proto.paths.validation_timeout;
+        let challenge = self
+            .sessions
+            .values()
+            .filter_map(|s| s.binding.next_deadline(timeout))
+            .min();
+        match challenge {
+            Some(t) if t < self.next_housekeeping => Some((t, Timer::Reattach)),
+            _ => Some((self.next_housekeeping, Timer::Housekeeping)),
+        }
     }
 
     /// Drop counters.
@@ -272,7 +298,9 @@ impl Gateway {
             .map(|s| SessionView {
                 session_id: s.session.id(),
                 peer: s.peer,
-                endpoint: s.endpoint,
+                endpoint: s.binding.current(),
+                validated: s.binding.validated(),
+                state_version: s.binding.state_version,
                 stats: s.session.stats,
                 age: now.saturating_duration_since(s.session.created),
                 since_last_recv: now.saturating_duration_since(s.session.last_recv),
@@ -284,7 +312,6 @@ impl Gateway {
         &mut self,
         sender: RoutingTag,
         noise: &[u8],
-        local: Option<SocketAddr>,
         remote: SocketAddr,
         now: Instant,
     ) {
@@ -325,8 +352,7 @@ impl Gateway {
         let state = &mut self.peers[peer];
         state.last_timestamp = Some(timestamp);
         state.last_init_at = Some(now);
-        let old_pending = state.pending.replace(tag);
-        if let Some(old) = old_pending {
+        if let Some(old) = state.pending.replace(tag) {
             self.forget(old);
         }
         let session = Session::new(root, false, tag, sender, self.proto.replay_window_bits, now);
@@ -335,94 +361,304 @@ impl Gateway {
             GwSession {
                 session,
                 peer,
-                endpoint: remote,
-                local,
+                binding: Binding::new(remote),
                 confirmed: false,
             },
         );
         self.transmits.push_back(OwnedTransmit {
-            src: local,
+            via: UplinkId::DEFAULT,
             dst: remote,
             payload: out,
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_sealed(
         &mut self,
         kind: SealedKind,
-        receiver: RoutingTag,
+        tag: RoutingTag,
         counter: u64,
         datagram: &mut [u8],
-        local: Option<SocketAddr>,
         remote: SocketAddr,
         now: Instant,
     ) -> Received {
-        let Some(s) = self.sessions.get_mut(&receiver) else {
+        let len = datagram.len();
+        let Some(s) = self.sessions.get_mut(&tag) else {
             self.drops.count(DropReason::UnknownTag);
             return Received::Nothing;
         };
         let opened = match s.session.open(kind, counter, datagram, now) {
             Ok(o) => o,
             Err(reason) => {
+                let session_id = s.session.id();
                 self.drops.count(reason);
+                match reason {
+                    DropReason::AuthFailed => self.offence(remote.ip(), Some(session_id), now),
+                    DropReason::Replay if kind == SealedKind::Control => self
+                        .events
+                        .push_back(Event::SecurityReplayDetected { session_id }),
+                    _ => {}
+                }
                 return Received::Nothing;
             }
         };
-        let peer = s.peer;
-        if opened.newest && (s.endpoint != remote || s.local != local) {
-            s.endpoint = remote;
-            s.local = local;
-            if s.confirmed {
-                self.events.push_back(Event::EndpointChanged {
-                    session_id: s.session.id(),
-                    remote,
-                });
-            }
-        }
         if !s.confirmed {
-            self.confirm(receiver);
+            self.confirm(tag, now);
         }
-        match kind {
-            SealedKind::Data => {
-                let inner = &datagram[opened.plaintext.clone()];
-                if inner.is_empty() {
-                    self.answer_keepalive(receiver, now);
-                    return Received::Nothing;
-                }
-                match wire::ip_ends(inner) {
-                    Some(ends) if self.routes.lookup(ends.src) == Some(&peer) => {
-                        Received::Tun(opened.plaintext)
-                    }
-                    Some(_) => {
-                        self.drops.count(DropReason::DisallowedSource);
-                        Received::Nothing
-                    }
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return Received::Nothing;
+        };
+        s.binding.on_received(remote, len);
+        let control = match kind {
+            SealedKind::Control => {
+                match ControlMessage::decode(&datagram[opened.plaintext.clone()]) {
+                    Some(m) => Some(m),
                     None => {
-                        self.drops.count(DropReason::NotIp);
-                        Received::Nothing
+                        self.drops.count(DropReason::BadControl);
+                        return Received::Nothing;
                     }
                 }
             }
-            SealedKind::Control => {
-                match ControlMessage::decode(&datagram[opened.plaintext]) {
-                    Some(ControlMessage::Close(_)) => {
-                        self.remove_session(receiver, CloseReason::PeerClosed)
-                    }
-                    None => self.drops.count(DropReason::BadControl),
-                }
+            SealedKind::Data => None,
+        };
+        let moves = !control
+            .as_ref()
+            .is_some_and(|m| m.is_probing() || matches!(m, ControlMessage::Reattach(_)));
+        if moves && opened.newest {
+            let token = self.token();
+            let s = self.sessions.get_mut(&tag).expect("looked up above");
+            if let Some(token) = s.binding.on_newest(remote, len, token, now) {
+                tracing::debug!(session_id = %s.session.id(), %remote, "new source address; validating");
+                self.send_control(tag, remote, ControlMessage::PathChallenge(token), now);
+            }
+        }
+        if let Some(m) = control {
+            self.on_control(tag, m, opened.newest, len, remote, now);
+            return Received::Nothing;
+        }
+        let s = self.sessions.get_mut(&tag).expect("looked up above");
+        let inner = &datagram[opened.plaintext.clone()];
+        if inner.is_empty() {
+            self.answer_keepalive(tag, now);
+            return Received::Nothing;
+        }
+        let peer = s.peer;
+        match wire::ip_ends(inner) {
+            Some(ends) if self.routes.lookup(ends.src) == Some(&peer) => {
+                Received::Tun(opened.plaintext)
+            }
+            Some(_) => {
+                self.drops.count(DropReason::DisallowedSource);
+                Received::Nothing
+            }
+            None => {
+                self.drops.count(DropReason::NotIp);
                 Received::Nothing
             }
         }
     }
 
+    fn on_control(
+        &mut self,
+        tag: RoutingTag,
+        msg: ControlMessage,
+        newest: bool,
+        len: usize,
+        remote: SocketAddr,
+        now: Instant,
+    ) {
+        match msg {
+            ControlMessage::Close(_) => self.remove_session(tag, CloseReason::PeerClosed),
+            ControlMessage::Probe(seq) => {
+                self.send_control(tag, remote, ControlMessage::ProbeAck(seq), now)
+            }
+            ControlMessage::PathResponse(token) => {
+                let Some(s) = self.sessions.get_mut(&tag) else {
+                    return;
+                };
+                if let Some(v) = s.binding.on_response(remote, token) {
+                    self.validated(tag, v, now);
+                }
+            }
+            ControlMessage::Reattach(r) => self.on_reattach(tag, r, newest, len, remote, now),
+            _ => self.drops.count(DropReason::BadControl),
+        }
+    }
+
+    /// REQUIREMENTS J3: an authenticated (proof-of-possession), replay-checked reattach with
+    /// the newest counter, a fresh timestamp and a current state_version. A refusal never
+    /// changes the binding.
+    fn on_reattach(
+        &mut self,
+        tag: RoutingTag,
+        r: Reattach,
+        newest: bool,
+        len: usize,
+        remote: SocketAddr,
+        now: Instant,
+    ) {
+        let max_age = self.proto.paths.reattach_proof_max_age;
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        let session_id = s.session.id();
+        let gw_elapsed = now.saturating_duration_since(s.session.created).as_millis() as u64;
+        let reject = if !newest || gw_elapsed.abs_diff(r.elapsed_ms) > max_age.as_millis() as u64 {
+            Some(RejectReason::StaleRequest)
+        } else if r.state_version > s.binding.state_version
+            || (r.state_version < s.binding.state_version && remote != s.binding.current())
+        {
+            Some(RejectReason::StaleStateVersion)
+        } else {
+            None
+        };
+        if let Some(reason) = reject {
+            self.events.push_back(Event::ReattachResult {
+                session_id,
+                status: ReattachStatus::Rejected(reason),
+            });
+            self.send_control(
+                tag,
+                remote,
+                ControlMessage::ReattachReject { seq: r.seq, reason },
+                now,
+            );
+            return;
+        }
+        if remote == s.binding.current() && s.binding.validated() && s.binding.challenge().is_none()
+        {
+            // Already there (a retry whose acknowledgement was lost): acknowledge again.
+            let state_version = s.binding.state_version;
+            self.send_control(
+                tag,
+                remote,
+                ControlMessage::ReattachAck {
+                    seq: r.seq,
+                    state_version,
+                },
+                now,
+            );
+            return;
+        }
+        let token = self.token();
+        let s = self.sessions.get_mut(&tag).expect("looked up above");
+        let token = s
+            .binding
+            .on_reattach(remote, len, r.old_path_alive, r.seq, token, now);
+        tracing::debug!(%session_id, %remote, make_before_break = r.old_path_alive, "reattach; validating the new path");
+        self.send_control(tag, remote, ControlMessage::PathChallenge(token), now);
+    }
+
+    fn validated(&mut self, tag: RoutingTag, v: Validation, now: Instant) {
+        let Some(s) = self.sessions.get(&tag) else {
+            return;
+        };
+        let session_id = s.session.id();
+        let state_version = s.binding.state_version;
+        let dst = s.binding.current();
+        match v {
+            Validation::Validated {
+                reattach_seq,
+                moved,
+            } => {
+                if moved {
+                    self.events.push_back(Event::BindingMoved {
+                        session_id,
+                        state_version,
+                        reattach: reattach_seq.is_some(),
+                    });
+                }
+                if let Some(seq) = reattach_seq {
+                    self.events.push_back(Event::ReattachResult {
+                        session_id,
+                        status: ReattachStatus::Accepted,
+                    });
+                    self.send_control(
+                        tag,
+                        dst,
+                        ControlMessage::ReattachAck { seq, state_version },
+                        now,
+                    );
+                }
+            }
+            Validation::Reverted => self.events.push_back(Event::BindingReverted { session_id }),
+            Validation::Abandoned { reattach_seq } => {
+                if reattach_seq.is_some() {
+                    self.events.push_back(Event::ReattachResult {
+                        session_id,
+                        status: ReattachStatus::Rejected(RejectReason::ValidationFailed),
+                    });
+                }
+            }
+        }
+    }
+
+    fn challenge_timers(&mut self, now: Instant) {
+        let timeout = self.proto.paths.validation_timeout;
+        let due: Vec<RoutingTag> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.binding.next_deadline(timeout).is_some_and(|d| now >= d))
+            .map(|(t, _)| *t)
+            .collect();
+        for tag in due {
+            let Some(s) = self.sessions.get_mut(&tag) else {
+                continue;
+            };
+            let (resend, outcome) = s.binding.on_timeout(now, timeout);
+            if let Some((addr, token)) = resend {
+                self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
+            }
+            if let Some(v) = outcome {
+                self.validated(tag, v, now);
+            }
+        }
+    }
+
+    /// J9: failed authentications are offences, counted per source. Events are rate limited:
+    /// the first failure in a window and the one that crosses the policy limit are reported;
+    /// after that the source is only counted. Nothing here ever blocks authenticated traffic,
+    /// so a spoofed source cannot be used to shut the real laptop out.
+    fn offence(&mut self, source: IpAddr, session_id: Option<SessionId>, now: Instant) {
+        let limit = self.proto.paths.max_auth_failures;
+        let window = self.proto.paths.auth_failure_window;
+        if !self.offenders.contains_key(&source) && self.offenders.len() >= OFFENDERS_KEPT {
+            if let Some(oldest) = self
+                .offenders
+                .iter()
+                .min_by_key(|(_, o)| o.window_start)
+                .map(|(k, _)| *k)
+            {
+                self.offenders.remove(&oldest);
+            }
+        }
+        let o = self.offenders.entry(source).or_insert(Offence {
+            window_start: now,
+            failures: 0,
+        });
+        if now >= o.window_start + window {
+            *o = Offence {
+                window_start: now,
+                failures: 0,
+            };
+        }
+        o.failures += 1;
+        let failures = o.failures;
+        if failures == 1 || failures == limit + 1 {
+            self.events.push_back(Event::SecurityValidationFailed {
+                session_id,
+                failures,
+                suppressed: failures > limit,
+            });
+        }
+    }
+
     /// The first authenticated packet on a new session makes it the peer's current one.
-    fn confirm(&mut self, tag: RoutingTag) {
+    fn confirm(&mut self, tag: RoutingTag, _now: Instant) {
         let Some(s) = self.sessions.get_mut(&tag) else {
             return;
         };
         s.confirmed = true;
-        let (peer, session_id, remote) = (s.peer, s.session.id(), s.endpoint);
+        let (peer, session_id) = (s.peer, s.session.id());
         let state = &mut self.peers[peer];
         if state.pending == Some(tag) {
             state.pending = None;
@@ -437,11 +673,8 @@ impl Gateway {
                 });
             }
         }
-        self.events.push_back(Event::SessionEstablished {
-            session_id,
-            peer,
-            remote,
-        });
+        self.events
+            .push_back(Event::SessionEstablished { session_id, peer });
     }
 
     /// Answers a keepalive when we have sent nothing for half a keepalive interval, so the
@@ -455,14 +688,48 @@ impl Gateway {
             return;
         }
         let mut buf = vec![0u8; DATA_OVERHEAD];
+        if !s.binding.may_send(buf.len()) {
+            return;
+        }
         if let Some(n) = s.session.seal_data(&mut buf, 0, now) {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
-                src: s.local,
-                dst: s.endpoint,
+                via: UplinkId::DEFAULT,
+                dst: s.binding.current(),
                 payload: buf,
             });
         }
+    }
+
+    fn send_control(
+        &mut self,
+        tag: RoutingTag,
+        dst: SocketAddr,
+        msg: ControlMessage,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        let mut body = [0u8; REATTACH_LEN];
+        let len = msg.encode(&mut body);
+        let mut buf = vec![0u8; DATA_OVERHEAD + len];
+        if dst == s.binding.current() && !s.binding.may_send(buf.len()) {
+            self.drops.count(DropReason::AmplificationLimit);
+            return;
+        }
+        if let Some(n) = s.session.seal_control(&body[..len], &mut buf, now) {
+            buf.truncate(n);
+            self.transmits.push_back(OwnedTransmit {
+                via: UplinkId::DEFAULT,
+                dst,
+                payload: buf,
+            });
+        }
+    }
+
+    fn token(&mut self) -> [u8; 8] {
+        self.rng.next_u64().to_le_bytes()
     }
 
     fn remove_session(&mut self, tag: RoutingTag, reason: CloseReason) {

@@ -10,6 +10,7 @@
 //! The hot path (`handle_tun_packet`, and data in `handle_datagram`) works in place in the
 //! caller's buffer and returns its result directly; it allocates nothing.
 
+pub mod binding;
 pub mod client;
 pub mod control;
 pub mod event;
@@ -17,10 +18,12 @@ pub mod gateway;
 pub mod handshake;
 pub mod iptable;
 pub mod keys;
+pub mod path;
 pub mod replay;
 pub mod session;
 pub mod wire;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -33,11 +36,22 @@ pub const TUN_HEADROOM: usize = wire::HEADER_LEN;
 /// Room the driver must leave after a TUN packet in its buffer.
 pub const TUN_TAILROOM: usize = wire::TAG_LEN;
 
-/// A datagram written into the caller's buffer (`buf[..len]`), to send from `src` to `dst`.
+/// The local socket a datagram leaves or arrives by. On the laptop each uplink (bearer) has
+/// its own, identified by the interface index; `DEFAULT` is an unbound socket that follows the
+/// routing table (the gateway's only socket, and the laptop's before it knows its uplinks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UplinkId(pub u32);
+
+impl UplinkId {
+    /// The unbound socket.
+    pub const DEFAULT: UplinkId = UplinkId(0);
+}
+
+/// A datagram written into the caller's buffer (`buf[..len]`), to send by `via` to `dst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    /// The local address to send from; `None` = the socket's default.
-    pub src: Option<SocketAddr>,
+    /// The source: choosing the uplink is the point of a jumping VPN.
+    pub via: UplinkId,
     pub dst: SocketAddr,
     pub len: usize,
 }
@@ -45,7 +59,7 @@ pub struct Transmit {
 /// A datagram the core owns (handshakes, keepalives, control): not on the hot path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedTransmit {
-    pub src: Option<SocketAddr>,
+    pub via: UplinkId,
     pub dst: SocketAddr,
     pub payload: Vec<u8>,
 }
@@ -70,6 +84,14 @@ pub enum Timer {
     PeerSilent,
     /// Periodic sweep of idle sessions and rate-limit buckets (gateway).
     Housekeeping,
+    /// Send a liveness probe on the active path or a standby uplink (laptop).
+    Probe,
+    /// The active path has been silent for `heartbeat_volatile` (laptop).
+    PathSilent,
+    /// Coalesced bearer changes are due, or a denied switch may be retried (laptop).
+    Reevaluate,
+    /// Resend a reattach, or give it up (laptop); resend or expire a path challenge (gateway).
+    Reattach,
 }
 
 /// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.
@@ -92,11 +114,13 @@ pub enum DropReason {
     QueueFull,
     CounterExhausted,
     BadControl,
+    AmplificationLimit,
+    NoPath,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::UnknownTag,
         DropReason::AuthFailed,
@@ -114,6 +138,8 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::CounterExhausted,
         DropReason::BadControl,
+        DropReason::AmplificationLimit,
+        DropReason::NoPath,
     ];
 
     /// Stable lower_snake_case name.
@@ -136,6 +162,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::CounterExhausted => "counter_exhausted",
             DropReason::BadControl => "bad_control",
+            DropReason::AmplificationLimit => "amplification_limit",
+            DropReason::NoPath => "no_path",
         }
     }
 }
@@ -188,6 +216,62 @@ pub struct ProtoConfig {
     pub replay_window_bits: usize,
     /// Minimum spacing of accepted initiations per peer.
     pub initiation_min_interval: Duration,
+    /// Paths: probing, silence detection, switching bounds (laptop); validation (gateway).
+    pub paths: PathConfig,
+}
+
+/// Timing and bounds of bearer handling, from the policy (`volatility`, `switching`,
+/// `security`, `bearers`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathConfig {
+    /// Probe the active path when nothing was heard on it for this long.
+    pub heartbeat_interval: Duration,
+    /// Nothing heard on the active path for this long: it is dead; jump.
+    pub heartbeat_volatile: Duration,
+    /// Bearer changes after an acted-on one are coalesced for this long.
+    pub debounce: Duration,
+    pub max_switches_per_min: u32,
+    pub switch_cooldown: Duration,
+    /// A reattach not acknowledged within this is given up.
+    pub recovery_window: Duration,
+    /// Reattach resend interval.
+    pub reattach_retry: Duration,
+    /// A reattach whose timestamp is further than this from the gateway's view is stale.
+    pub reattach_proof_max_age: Duration,
+    /// A new address that has not answered its challenge within this loses the binding.
+    pub validation_timeout: Duration,
+    /// Probe interval of standby uplinks, by bearer class.
+    pub standby_probe: BTreeMap<crate::policy::BearerClass, Duration>,
+    /// Failed authentications per source per window before events about it are suppressed.
+    pub max_auth_failures: u32,
+    pub auth_failure_window: Duration,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        use crate::policy::BearerClass;
+        Self {
+            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_volatile: Duration::from_millis(2000),
+            debounce: Duration::from_millis(250),
+            max_switches_per_min: 8,
+            switch_cooldown: Duration::from_millis(1500),
+            recovery_window: Duration::from_millis(8000),
+            reattach_retry: Duration::from_millis(250),
+            reattach_proof_max_age: Duration::from_millis(5000),
+            validation_timeout: Duration::from_millis(1000),
+            standby_probe: [
+                (BearerClass::Wired, Duration::from_millis(1000)),
+                (BearerClass::Wifi, Duration::from_millis(1000)),
+                (BearerClass::Cellular, Duration::from_millis(5000)),
+                (BearerClass::Unknown, Duration::from_millis(2000)),
+            ]
+            .into_iter()
+            .collect(),
+            max_auth_failures: 16,
+            auth_failure_window: Duration::from_millis(60_000),
+        }
+    }
 }
 
 impl Default for ProtoConfig {
@@ -201,6 +285,7 @@ impl Default for ProtoConfig {
             session_idle_expiry: Duration::from_millis(180_000),
             replay_window_bits: 4096,
             initiation_min_interval: Duration::from_millis(20),
+            paths: PathConfig::default(),
         }
     }
 }

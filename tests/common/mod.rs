@@ -9,10 +9,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use jvpn::identity::Identity;
+use jvpn::policy::BearerClass;
 use jvpn::proto::client::{Client, ClientConfig};
 use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
+use jvpn::proto::path::Uplink;
 use jvpn::proto::{
-    Event, OwnedTransmit, ProtoConfig, Received, StaticKeys, Timestamp, TUN_HEADROOM, TUN_TAILROOM,
+    Event, OwnedTransmit, ProtoConfig, Received, StaticKeys, Timestamp, UplinkId, TUN_HEADROOM,
+    TUN_TAILROOM,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -36,13 +39,58 @@ pub struct Datagram {
     pub bytes: Vec<u8>,
 }
 
+/// One of a laptop's bearers in the simulation.
+#[derive(Clone, Debug)]
+pub struct SimLink {
+    /// The address the gateway sees (after any NAT).
+    pub addr: SocketAddr,
+    /// Link up: datagrams pass.
+    pub up: bool,
+    /// Silent failure: the link looks up but drops everything both ways.
+    pub blackhole: bool,
+    pub class: BearerClass,
+    pub name: String,
+}
+
 pub struct Laptop {
     pub core: Client,
+    /// The address of the unbound default socket (before uplinks are managed).
     pub addr: SocketAddr,
+    /// Bearers by uplink id (empty: only the default socket exists).
+    pub links: BTreeMap<UplinkId, SimLink>,
     pub inner: IpAddr,
     pub tun_out: Vec<Vec<u8>>,
+    pub tun_at: Vec<Instant>,
     pub events: Vec<Event>,
     pub identity: Identity,
+}
+
+impl Laptop {
+    /// The source address a datagram sent `via` leaves from, if the link passes it.
+    pub fn source(&self, via: UplinkId) -> Option<SocketAddr> {
+        match self.links.get(&via) {
+            Some(l) if l.up && !l.blackhole => Some(l.addr),
+            Some(_) => None,
+            None if via == UplinkId::DEFAULT && self.links.is_empty() => Some(self.addr),
+            None => None,
+        }
+    }
+
+    /// The uplink a datagram to `addr` arrives by, if it passes.
+    pub fn arrival(&self, addr: SocketAddr) -> Option<UplinkId> {
+        if self.links.is_empty() {
+            return (addr == self.addr).then_some(UplinkId::DEFAULT);
+        }
+        self.links
+            .iter()
+            .find(|(_, l)| l.addr == addr && l.up && !l.blackhole)
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether any of this laptop's addresses is `addr` (passing or not).
+    pub fn owns(&self, addr: SocketAddr) -> bool {
+        addr == self.addr || self.links.values().any(|l| l.addr == addr)
+    }
 }
 
 pub struct World {
@@ -160,8 +208,10 @@ impl World {
         self.laptops.push(Laptop {
             core,
             addr: format!("192.0.2.{}:40000", i + 10).parse().unwrap(),
+            links: BTreeMap::new(),
             inner: laptop_inner(i),
             tun_out: Vec::new(),
+            tun_at: Vec::new(),
             events: Vec::new(),
             identity: id,
         });
@@ -182,8 +232,9 @@ impl World {
         }
         for i in 0..self.laptops.len() {
             while let Some(t) = self.laptops[i].core.poll_transmit() {
-                let from = self.laptops[i].addr;
-                self.send(from, t);
+                if let Some(from) = self.laptops[i].source(t.via) {
+                    self.send(from, t);
+                }
             }
             while let Some(e) = self.laptops[i].core.poll_event() {
                 self.laptops[i].events.push(e);
@@ -304,10 +355,10 @@ impl World {
         let mut buf = d.bytes.clone();
         let len = buf.len();
         if d.to == self.gateway_addr {
-            if let Received::Tun(r) =
-                self.gateway
-                    .handle_datagram(Some(d.to), d.from, &mut buf, len, now)
-            {
+            let r = self
+                .gateway
+                .handle_datagram(UplinkId::DEFAULT, d.from, &mut buf, len, now);
+            if let Received::Tun(r) = r {
                 let pkt = buf[r].to_vec();
                 let dst = inner_dst(&pkt);
                 self.gateway_tun_out.push(pkt.clone());
@@ -315,12 +366,11 @@ impl World {
                     self.gateway_sends(&pkt);
                 }
             }
-        } else if let Some(l) = self.laptops.iter_mut().find(|l| l.addr == d.to) {
-            if let Received::Tun(r) = l
-                .core
-                .handle_datagram(Some(d.to), d.from, &mut buf, len, now)
-            {
+        } else if let Some(l) = self.laptops.iter_mut().find(|l| l.owns(d.to)) {
+            let Some(via) = l.arrival(d.to) else { return };
+            if let Received::Tun(r) = l.core.handle_datagram(via, d.from, &mut buf, len, now) {
                 l.tun_out.push(buf[r].to_vec());
+                l.tun_at.push(now);
             }
         }
     }
@@ -365,4 +415,123 @@ pub fn gateway_inner() -> IpAddr {
 /// Buffer geometry the driver uses.
 pub fn tun_buf_len(packet: usize) -> usize {
     TUN_HEADROOM + packet + TUN_TAILROOM
+}
+
+/// Bearer helpers for jumping scenarios.
+impl World {
+    /// Gives laptop `i` the bearers `links` (id, class, name, address) and reports them.
+    pub fn give_links(&mut self, i: usize, links: &[(u32, BearerClass, &str, &str)]) {
+        for (id, class, name, addr) in links {
+            self.laptops[i].links.insert(
+                UplinkId(*id),
+                SimLink {
+                    addr: addr.parse().unwrap(),
+                    up: true,
+                    blackhole: false,
+                    class: *class,
+                    name: name.to_string(),
+                },
+            );
+        }
+        self.report_links(i);
+    }
+
+    /// Tells laptop `i` its usable uplinks (what netlink would report).
+    pub fn report_links(&mut self, i: usize) {
+        let rank = |c: BearerClass| match c {
+            BearerClass::Wired => 0,
+            BearerClass::Wifi => 1,
+            BearerClass::Cellular => 2,
+            BearerClass::Unknown => 3,
+        };
+        let snapshot: Vec<Uplink> = self.laptops[i]
+            .links
+            .iter()
+            .filter(|(_, l)| l.up)
+            .map(|(id, l)| Uplink {
+                id: *id,
+                name: l.name.clone(),
+                class: l.class,
+                rank: rank(l.class),
+            })
+            .collect();
+        let now = self.now;
+        self.laptops[i].core.handle_uplinks(snapshot, now);
+        self.drain();
+    }
+
+    /// Link down (and reported, as netlink would).
+    pub fn link_down(&mut self, i: usize, id: u32) {
+        self.laptops[i].links.get_mut(&UplinkId(id)).unwrap().up = false;
+        self.report_links(i);
+    }
+
+    /// Link up again (and reported).
+    pub fn link_up(&mut self, i: usize, id: u32) {
+        self.laptops[i].links.get_mut(&UplinkId(id)).unwrap().up = true;
+        self.report_links(i);
+    }
+
+    /// The link stays up but drops everything (nothing is reported).
+    pub fn blackhole(&mut self, i: usize, id: u32, on: bool) {
+        self.laptops[i]
+            .links
+            .get_mut(&UplinkId(id))
+            .unwrap()
+            .blackhole = on;
+    }
+
+    /// A 50 packets/s media stream for `d`, uplink and/or downlink, with sequence numbers in
+    /// the payload. Returns the sequence numbers sent each way.
+    pub fn media(&mut self, i: usize, d: Duration, up: bool, down: bool, seq: &mut u32) {
+        let end = self.now + d;
+        while self.now < end {
+            *seq += 1;
+            let payload = seq.to_be_bytes();
+            if up {
+                let p = ipv4(laptop_inner(i), gateway_inner(), &payload);
+                self.laptop_sends(i, &p);
+            }
+            if down {
+                let p = ipv4(gateway_inner(), laptop_inner(i), &payload);
+                self.gateway_sends(&p);
+            }
+            let next = self.now + Duration::from_millis(20);
+            self.run_until(next);
+        }
+    }
+}
+
+/// Loss and the longest silence of a media stream as received.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaReport {
+    pub received: usize,
+    pub lost: usize,
+    pub longest_silence: Duration,
+}
+
+/// Analyses received packets (payload = u32 sequence after the 20-byte header) against the
+/// sequence range `first..=last` that was sent, with arrival times.
+pub fn media_report(packets: &[Vec<u8>], times: &[Instant], first: u32, last: u32) -> MediaReport {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut arrivals = Vec::new();
+    for (p, t) in packets.iter().zip(times) {
+        if p.len() < 24 {
+            continue;
+        }
+        let s = u32::from_be_bytes(p[20..24].try_into().unwrap());
+        if (first..=last).contains(&s) && seen.insert(s) {
+            arrivals.push(*t);
+        }
+    }
+    let longest = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    MediaReport {
+        received: seen.len(),
+        lost: (last - first + 1) as usize - seen.len(),
+        longest_silence: longest,
+    }
 }

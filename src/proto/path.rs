@@ -1,0 +1,581 @@
+//! The laptop's bearers: which uplink carries the session, when to probe, when to jump.
+//!
+//! Rules this module enforces:
+//! - the first bearer change is acted on at once; changes after it are coalesced for
+//!   `debounce`, except that losing the active uplink is always acted on at once (J1);
+//! - a dead or silent active path is replaced at once by the best usable standby, announced by
+//!   a reattach even when there is no data to send (J5, J6);
+//! - a preferred bearer is taken make-before-break: the old path carries traffic until the
+//!   gateway acknowledges the reattach on the new one (J7);
+//! - at most `max_switches_per_min` switch attempts in any 60 s and `switch_cooldown` between
+//!   attempts; a denied switch is reported and retried when allowed (J8);
+//! - a reattach that is not acknowledged within `recovery_window` is given up (M4).
+//!
+//! Pure decision logic: no crypto, no I/O. The client turns [`PathAction`]s into packets.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::control::RejectReason;
+use super::{PathConfig, Timer, UplinkId};
+use crate::policy::BearerClass;
+
+/// A usable bearer as the system reports it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Uplink {
+    pub id: UplinkId,
+    /// Interface name: kept for logs at DEBUG, never put in events.
+    pub name: String,
+    pub class: BearerClass,
+    /// Preference rank from the policy: lower is better.
+    pub rank: usize,
+}
+
+/// Why the session moved (or tried to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// The active uplink disappeared (link down, address or route gone, send failure).
+    TransportDead,
+    /// The active path went silent (no authenticated packet for `heartbeat_volatile`).
+    HeartbeatTimeout,
+    /// A more preferred bearer became available.
+    PreferredAvailable,
+}
+
+impl SwitchReason {
+    /// Stable lower_snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SwitchReason::TransportDead => "transport_dead",
+            SwitchReason::HeartbeatTimeout => "heartbeat_timeout",
+            SwitchReason::PreferredAvailable => "preferred_bearer_available",
+        }
+    }
+}
+
+/// Why a switch was not attempted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    SwitchRateLimited,
+    CooldownActive,
+}
+
+impl DenyReason {
+    /// Stable lower_snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DenyReason::SwitchRateLimited => "switch_rate_limited",
+            DenyReason::CooldownActive => "cooldown_active",
+        }
+    }
+}
+
+/// How a reattach ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReattachStatus {
+    Accepted,
+    Rejected(RejectReason),
+    TimedOut,
+}
+
+/// What the path logic wants done or reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathAction {
+    Probe {
+        via: UplinkId,
+        seq: u32,
+    },
+    Reattach {
+        via: UplinkId,
+        seq: u32,
+        old_path_alive: bool,
+    },
+    Attempt {
+        to: BearerClass,
+        attempt: u32,
+        make_before_break: bool,
+    },
+    Switched {
+        from: Option<BearerClass>,
+        to: BearerClass,
+        reason: SwitchReason,
+    },
+    Denied(DenyReason),
+    Result(ReattachStatus),
+    /// The gateway refused the session itself (expired or denied): start over.
+    SessionRefused(RejectReason),
+    /// No uplink at all can carry the session.
+    NoUplink,
+}
+
+#[derive(Debug)]
+struct UplinkState {
+    info: Uplink,
+    next_probe: Instant,
+    last_ack: Option<Instant>,
+    /// Declared silent or failed; cleared by a probe answer through it.
+    failed: bool,
+}
+
+#[derive(Debug)]
+struct Migration {
+    to: UplinkId,
+    from: UplinkId,
+    seq: u32,
+    started: Instant,
+    next_retry: Instant,
+    old_alive: bool,
+    reason: SwitchReason,
+    attempt: u32,
+}
+
+/// The laptop's uplinks and the decisions about them.
+#[derive(Debug)]
+pub struct PathManager {
+    cfg: PathConfig,
+    /// False until the first snapshot: then everything goes by `UplinkId::DEFAULT`.
+    managed: bool,
+    uplinks: BTreeMap<UplinkId, UplinkState>,
+    active: UplinkId,
+    latest: Vec<Uplink>,
+    dirty: bool,
+    quiet_until: Option<Instant>,
+    attempts: VecDeque<Instant>,
+    retry_switch_at: Option<Instant>,
+    migration: Option<Migration>,
+    last_recv_active: Instant,
+    last_probe_active: Option<Instant>,
+    silent_reported: bool,
+    seq: u32,
+    /// The gateway's state_version from its last acknowledgement.
+    pub acked_state_version: u64,
+    /// Whether a session exists (probes and reattaches need one).
+    live: bool,
+}
+
+impl PathManager {
+    /// A manager with no uplinks yet (the unbound socket carries everything).
+    pub fn new(cfg: PathConfig, now: Instant) -> Self {
+        Self {
+            cfg,
+            managed: false,
+            uplinks: BTreeMap::new(),
+            active: UplinkId::DEFAULT,
+            latest: Vec::new(),
+            dirty: false,
+            quiet_until: None,
+            attempts: VecDeque::new(),
+            retry_switch_at: None,
+            migration: None,
+            last_recv_active: now,
+            last_probe_active: None,
+            silent_reported: false,
+            seq: 0,
+            acked_state_version: 0,
+            live: false,
+        }
+    }
+
+    /// The uplink that carries data now.
+    pub fn active(&self) -> UplinkId {
+        self.active
+    }
+
+    /// The bearer class of an uplink, if known.
+    pub fn class_of(&self, id: UplinkId) -> Option<BearerClass> {
+        self.uplinks.get(&id).map(|u| u.info.class)
+    }
+
+    /// The uplinks in the last snapshot acted on.
+    pub fn uplinks(&self) -> impl Iterator<Item = &Uplink> {
+        self.uplinks.values().map(|u| &u.info)
+    }
+
+    /// Whether a reattach is outstanding.
+    pub fn migrating(&self) -> bool {
+        self.migration.is_some()
+    }
+
+    /// A session now exists (or not): probing and reattaching apply only with one.
+    pub fn set_live(&mut self, live: bool, now: Instant) {
+        self.live = live;
+        self.migration = None;
+        self.last_recv_active = now;
+        self.last_probe_active = None;
+        self.silent_reported = false;
+    }
+
+    /// A new snapshot of usable uplinks from the system.
+    pub fn set_uplinks(
+        &mut self,
+        mut snapshot: Vec<Uplink>,
+        now: Instant,
+        out: &mut Vec<PathAction>,
+    ) {
+        snapshot.sort();
+        self.latest = snapshot;
+        let active_gone = self.managed && !self.latest.iter().any(|u| u.id == self.active);
+        if !self.managed || active_gone || self.quiet_until.is_none_or(|q| now >= q) {
+            self.reconcile(now, out);
+        } else {
+            self.dirty = true;
+        }
+    }
+
+    /// An authenticated packet arrived through `via`.
+    pub fn on_authenticated(&mut self, via: UplinkId, now: Instant) {
+        if via == self.active {
+            self.last_recv_active = now;
+            self.silent_reported = false;
+        }
+        if let Some(u) = self.uplinks.get_mut(&via) {
+            u.last_ack = Some(now);
+            u.failed = false;
+        }
+    }
+
+    /// Sending through `via` failed at the socket: the uplink is unusable.
+    pub fn on_send_error(&mut self, via: UplinkId, now: Instant, out: &mut Vec<PathAction>) {
+        if let Some(u) = self.uplinks.get_mut(&via) {
+            u.failed = true;
+        }
+        if self.managed && via == self.active && self.live && self.migration.is_none() {
+            self.jump_from_dead(SwitchReason::TransportDead, now, out);
+        }
+    }
+
+    /// The gateway acknowledged reattach `seq`.
+    pub fn on_reattach_ack(
+        &mut self,
+        seq: u32,
+        state_version: u64,
+        now: Instant,
+        out: &mut Vec<PathAction>,
+    ) {
+        let Some(m) = self.migration.take_if(|m| m.seq == seq) else {
+            return;
+        };
+        self.acked_state_version = state_version;
+        let from = self.class_of(m.from);
+        self.active = m.to;
+        self.last_recv_active = now;
+        self.silent_reported = false;
+        out.push(PathAction::Result(ReattachStatus::Accepted));
+        if let Some(to) = self.class_of(m.to) {
+            out.push(PathAction::Switched {
+                from,
+                to,
+                reason: m.reason,
+            });
+        }
+    }
+
+    /// The gateway refused reattach `seq`.
+    pub fn on_reattach_reject(
+        &mut self,
+        seq: u32,
+        reason: RejectReason,
+        now: Instant,
+        out: &mut Vec<PathAction>,
+    ) {
+        let Some(m) = self.migration.take_if(|m| m.seq == seq) else {
+            return;
+        };
+        out.push(PathAction::Result(ReattachStatus::Rejected(reason)));
+        match reason {
+            RejectReason::SessionExpired | RejectReason::PolicyDenied => {
+                out.push(PathAction::SessionRefused(reason))
+            }
+            _ if !m.old_alive => {
+                // Still without a working path: try again (fresh timestamp, same bounds).
+                self.start_migration(m.to, m.reason, false, now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs due timers.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<PathAction>) {
+        if self.dirty && self.quiet_until.is_some_and(|q| now >= q) {
+            self.reconcile(now, out);
+        }
+        if self.retry_switch_at.is_some_and(|t| now >= t) {
+            self.retry_switch_at = None;
+            self.decide(now, out);
+        }
+        if !self.live || !self.managed {
+            return;
+        }
+        self.migration_timers(now, out);
+        self.probe_timers(now, out);
+        if self.migration.is_none()
+            && now >= self.last_recv_active + self.cfg.heartbeat_volatile
+            && !self.silent_reported
+        {
+            self.silent_reported = true;
+            if let Some(u) = self.uplinks.get_mut(&self.active) {
+                u.failed = true;
+            }
+            self.jump_from_dead(SwitchReason::HeartbeatTimeout, now, out);
+        }
+    }
+
+    /// The next deadline and why.
+    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        let mut best: Option<(Instant, Timer)> = None;
+        let mut consider = |t: Option<Instant>, why: Timer| {
+            if let Some(t) = t {
+                if best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, why));
+                }
+            }
+        };
+        consider(self.quiet_until.filter(|_| self.dirty), Timer::Reevaluate);
+        consider(self.retry_switch_at, Timer::Reevaluate);
+        if self.live && self.managed {
+            if let Some(m) = &self.migration {
+                consider(
+                    Some(m.next_retry.min(m.started + self.cfg.recovery_window)),
+                    Timer::Reattach,
+                );
+            } else if !self.silent_reported {
+                consider(
+                    Some(self.last_recv_active + self.cfg.heartbeat_volatile),
+                    Timer::PathSilent,
+                );
+            }
+            consider(Some(self.next_active_probe()), Timer::Probe);
+            for u in self.uplinks.values().filter(|u| u.info.id != self.active) {
+                consider(Some(u.next_probe), Timer::Probe);
+            }
+        }
+        best
+    }
+
+    /// Applies the latest snapshot.
+    fn reconcile(&mut self, now: Instant, out: &mut Vec<PathAction>) {
+        self.dirty = false;
+        self.quiet_until = Some(now + self.cfg.debounce);
+        let first = !self.managed;
+        self.managed = true;
+        let latest = std::mem::take(&mut self.latest);
+        self.uplinks
+            .retain(|id, _| latest.iter().any(|u| u.id == *id));
+        for u in &latest {
+            match self.uplinks.get_mut(&u.id) {
+                Some(s) => s.info = u.clone(),
+                None => {
+                    self.uplinks.insert(
+                        u.id,
+                        UplinkState {
+                            info: u.clone(),
+                            next_probe: now,
+                            last_ack: None,
+                            failed: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.latest = latest;
+        if self
+            .migration
+            .as_ref()
+            .is_some_and(|m| !self.uplinks.contains_key(&m.to))
+        {
+            self.migration = None;
+            out.push(PathAction::Result(ReattachStatus::TimedOut));
+        }
+        if first || !self.live {
+            // Before a session exists there is nothing to reattach: just pick the best.
+            self.active = self.best(None).map(|u| u.id).unwrap_or(UplinkId::DEFAULT);
+            return;
+        }
+        self.decide(now, out);
+    }
+
+    /// Jumps from a dead active uplink, or towards a preferred one.
+    fn decide(&mut self, now: Instant, out: &mut Vec<PathAction>) {
+        if !self.live || !self.managed || self.migration.is_some() {
+            return;
+        }
+        match self.uplinks.get(&self.active) {
+            None => self.jump_from_dead(SwitchReason::TransportDead, now, out),
+            Some(u) if u.failed => self.jump_from_dead(SwitchReason::HeartbeatTimeout, now, out),
+            Some(_) => self.evaluate(now, out),
+        }
+    }
+
+    /// Make-before-break towards a more preferred uplink, if there is one.
+    fn evaluate(&mut self, now: Instant, out: &mut Vec<PathAction>) {
+        if !self.live || self.migration.is_some() {
+            return;
+        }
+        let Some(current) = self.uplinks.get(&self.active) else {
+            return;
+        };
+        let current_rank = current.info.rank;
+        let Some(best) = self
+            .best(Some(self.active))
+            .filter(|b| b.rank < current_rank)
+            .map(|b| b.id)
+        else {
+            return;
+        };
+        if self.allowed(now, out) {
+            self.start_migration(best, SwitchReason::PreferredAvailable, true, now, out);
+        }
+    }
+
+    /// The active path is dead: move at once to the best other uplink.
+    fn jump_from_dead(&mut self, reason: SwitchReason, now: Instant, out: &mut Vec<PathAction>) {
+        let Some(target) = self.best(Some(self.active)).map(|u| u.id) else {
+            out.push(PathAction::NoUplink);
+            return;
+        };
+        if self.allowed(now, out) {
+            self.start_migration(target, reason, false, now, out);
+        }
+    }
+
+    fn start_migration(
+        &mut self,
+        to: UplinkId,
+        reason: SwitchReason,
+        old_alive: bool,
+        now: Instant,
+        out: &mut Vec<PathAction>,
+    ) {
+        self.seq = self.seq.wrapping_add(1);
+        let from = self.active;
+        if !old_alive {
+            // Break-before-make: data goes the new way at once.
+            self.active = to;
+            self.last_recv_active = now;
+        }
+        let attempt = self.migration.as_ref().map_or(1, |m| m.attempt + 1);
+        self.migration = Some(Migration {
+            to,
+            from,
+            seq: self.seq,
+            started: now,
+            next_retry: now + self.cfg.reattach_retry,
+            old_alive,
+            reason,
+            attempt,
+        });
+        if let Some(class) = self.class_of(to) {
+            out.push(PathAction::Attempt {
+                to: class,
+                attempt,
+                make_before_break: old_alive,
+            });
+        }
+        out.push(PathAction::Reattach {
+            via: to,
+            seq: self.seq,
+            old_path_alive: old_alive,
+        });
+    }
+
+    fn migration_timers(&mut self, now: Instant, out: &mut Vec<PathAction>) {
+        let Some(m) = self.migration.as_mut() else {
+            return;
+        };
+        if now >= m.started + self.cfg.recovery_window {
+            let m = self.migration.take().expect("checked above");
+            out.push(PathAction::Result(ReattachStatus::TimedOut));
+            if let Some(u) = self.uplinks.get_mut(&m.to) {
+                u.failed = true;
+            }
+            if !m.old_alive {
+                self.active = m.from;
+                self.jump_from_dead(m.reason, now, out);
+            }
+        } else if now >= m.next_retry {
+            m.next_retry = now + self.cfg.reattach_retry;
+            out.push(PathAction::Reattach {
+                via: m.to,
+                seq: m.seq,
+                old_path_alive: m.old_alive,
+            });
+        }
+    }
+
+    fn next_active_probe(&self) -> Instant {
+        let since = self
+            .last_probe_active
+            .map_or(self.last_recv_active, |p| p.max(self.last_recv_active));
+        since + self.cfg.heartbeat_interval
+    }
+
+    fn probe_timers(&mut self, now: Instant, out: &mut Vec<PathAction>) {
+        if now >= self.next_active_probe() {
+            self.last_probe_active = Some(now);
+            self.seq = self.seq.wrapping_add(1);
+            out.push(PathAction::Probe {
+                via: self.active,
+                seq: self.seq,
+            });
+        }
+        let active = self.active;
+        let mut due = Vec::new();
+        for u in self
+            .uplinks
+            .values_mut()
+            .filter(|u| u.info.id != active && now >= u.next_probe)
+        {
+            let every = self
+                .cfg
+                .standby_probe
+                .get(&u.info.class)
+                .copied()
+                .unwrap_or(Duration::from_secs(2));
+            u.next_probe = now + every;
+            due.push(u.info.id);
+        }
+        for via in due {
+            self.seq = self.seq.wrapping_add(1);
+            out.push(PathAction::Probe { via, seq: self.seq });
+        }
+    }
+
+    /// The best usable uplink other than `except`: not failed first, then by rank.
+    fn best(&self, except: Option<UplinkId>) -> Option<&Uplink> {
+        self.uplinks
+            .values()
+            .filter(|u| Some(u.info.id) != except)
+            .min_by_key(|u| (u.failed, u.info.rank, u.info.id))
+            .map(|u| &u.info)
+    }
+
+    /// Applies the switch bounds; reports a denial and schedules the retry.
+    fn allowed(&mut self, now: Instant, out: &mut Vec<PathAction>) -> bool {
+        let minute = Duration::from_secs(60);
+        while self.attempts.front().is_some_and(|t| now >= *t + minute) {
+            self.attempts.pop_front();
+        }
+        let denied = if let Some(last) = self
+            .attempts
+            .back()
+            .filter(|t| now < **t + self.cfg.switch_cooldown)
+        {
+            Some((DenyReason::CooldownActive, *last + self.cfg.switch_cooldown))
+        } else if self.attempts.len() >= self.cfg.max_switches_per_min as usize {
+            Some((DenyReason::SwitchRateLimited, self.attempts[0] + minute))
+        } else {
+            None
+        };
+        match denied {
+            Some((reason, retry)) => {
+                out.push(PathAction::Denied(reason));
+                self.retry_switch_at = Some(retry);
+                false
+            }
+            None => {
+                self.attempts.push_back(now);
+                true
+            }
+        }
+    }
+}
