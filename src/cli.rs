@@ -44,6 +44,12 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Media probe: send or receive a call-like packet stream and measure loss, silences,
+    /// jitter and voice quality (run it through the tunnel while switching bearers).
+    Probe {
+        #[command(subcommand)]
+        cmd: crate::probe::ProbeCommand,
+    },
 }
 
 impl Cli {
@@ -72,6 +78,7 @@ impl Cli {
                 let cfg = LaptopConfig::from_file(&config)?;
                 runtime()?.block_on(crate::node::run_laptop(cfg))
             }
+            Command::Probe { cmd } => crate::probe::run(cmd),
         }
     }
 }

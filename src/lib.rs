@@ -6,6 +6,8 @@
 //! - [`proto`]: the sans-IO core (wire format, handshake, keys, replay window, laptop and
 //!   gateway state machines). No sockets, no clock, no OS randomness.
 //! - [`policy`]: policy files and node configuration, parsed into validated types.
+//! - [`probe`]: `jvpn probe`, a media probe (send/receive an RTP-like stream, measure loss,
+//!   silences, jitter and voice quality); independent of the VPN.
 //! - [`sys`]: everything that makes Linux syscalls: TUN, UDP, netlink.
 //! - [`driver`]: the event loop that connects the core to the system; the only place that
 //!   reads the clock and owns file descriptors.
@@ -15,5 +17,6 @@ pub mod driver;
 pub mod identity;
 pub mod node;
 pub mod policy;
+pub mod probe;
 pub mod proto;
 pub mod sys;

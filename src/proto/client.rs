@@ -351,7 +351,7 @@ impl Client {
             self.drops.count(DropReason::UnknownTag);
             return Received::Nothing;
         };
-        let opened = match s.open(kind, counter, datagram, now) {
+        let opened = match s.open(kind, counter, datagram, now, false) {
             Ok(o) => o,
             Err(reason) => {
                 self.drops.count(reason);

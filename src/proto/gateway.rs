@@ -4,7 +4,7 @@
 //! [`super::binding`]. Initiations from keys that are not configured peers, stale (replayed)
 //! initiations and everything else that fails get no reply at all.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,8 @@ pub struct Gateway {
     routes: IpTable<usize>,
     sessions: BTreeMap<RoutingTag, GwSession>,
     offenders: BTreeMap<IpAddr, Offence>,
+    /// Sessions that may have path challenges under way.
+    challenged: BTreeSet<RoutingTag>,
     rng: ChaCha20Rng,
     transmits: VecDeque<OwnedTransmit>,
     events: VecDeque<Event>,
@@ -133,6 +135,7 @@ impl Gateway {
             routes,
             sessions: BTreeMap::new(),
             offenders: BTreeMap::new(),
+            challenged: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -273,11 +276,11 @@ impl Gateway {
 
     /// The next deadline and why it exists.
     pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
-        let timeout = self.proto.paths.validation_timeout;
+        // Only sessions with challenges under way are looked at: O(1) per packet otherwise.
         let challenge = self
-            .sessions
-            .values()
-            .filter_map(|s| s.binding.next_deadline(timeout))
+            .challenged
+            .iter()
+            .filter_map(|t| self.sessions.get(t)?.binding.next_deadline())
             .min();
         match challenge {
             Some(t) if t < self.next_housekeeping => Some((t, Timer::Reattach)),
@@ -361,7 +364,7 @@ impl Gateway {
             GwSession {
                 session,
                 peer,
-                binding: Binding::new(remote),
+                binding: Binding::new(remote, self.proto.paths.validation_timeout),
                 confirmed: false,
             },
         );
@@ -386,7 +389,13 @@ impl Gateway {
             self.drops.count(DropReason::UnknownTag);
             return Received::Nothing;
         };
-        let opened = match s.session.open(kind, counter, datagram, now) {
+        // A duplicate from another address than the binding's is authenticated rather than
+        // dropped blind: during a tentative move it is evidence of a race (binding module).
+        let allow_duplicate = kind == SealedKind::Control || remote != s.binding.current();
+        let opened = match s
+            .session
+            .open(kind, counter, datagram, now, allow_duplicate)
+        {
             Ok(o) => o,
             Err(reason) => {
                 let session_id = s.session.id();
@@ -401,13 +410,6 @@ impl Gateway {
                 return Received::Nothing;
             }
         };
-        if !s.confirmed {
-            self.confirm(tag, now);
-        }
-        let Some(s) = self.sessions.get_mut(&tag) else {
-            return Received::Nothing;
-        };
-        s.binding.on_received(remote, len);
         let control = match kind {
             SealedKind::Control => {
                 match ControlMessage::decode(&datagram[opened.plaintext.clone()]) {
@@ -420,15 +422,29 @@ impl Gateway {
             }
             SealedKind::Data => None,
         };
+        if opened.duplicate {
+            self.on_duplicate(tag, control, remote, now);
+            return Received::Nothing;
+        }
+        if !s.confirmed {
+            self.confirm(tag);
+        }
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return Received::Nothing;
+        };
+        s.binding.on_received(remote, len);
         let moves = !control
             .as_ref()
             .is_some_and(|m| m.is_probing() || matches!(m, ControlMessage::Reattach(_)));
         if moves && opened.newest {
-            let token = self.token();
+            let tokens = [self.token(), self.token()];
             let s = self.sessions.get_mut(&tag).expect("looked up above");
-            if let Some(token) = s.binding.on_newest(remote, len, token, now) {
+            let challenges = s.binding.on_newest(remote, len, tokens, now);
+            if !challenges.is_empty() {
                 tracing::debug!(session_id = %s.session.id(), %remote, "new source address; validating");
-                self.send_control(tag, remote, ControlMessage::PathChallenge(token), now);
+            }
+            for (addr, token) in challenges {
+                self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
             }
         }
         if let Some(m) = control {
@@ -454,6 +470,41 @@ impl Gateway {
                 self.drops.count(DropReason::NotIp);
                 Received::Nothing
             }
+        }
+    }
+
+    /// An authenticated duplicate: never delivered. A path response is still honoured (a racer
+    /// may have delivered its copy first), and during a tentative move its source is challenged
+    /// as a competitor.
+    fn on_duplicate(
+        &mut self,
+        tag: RoutingTag,
+        control: Option<ControlMessage>,
+        remote: SocketAddr,
+        now: Instant,
+    ) {
+        self.drops.count(DropReason::Replay);
+        if let Some(ControlMessage::PathResponse(token)) = control {
+            let Some(s) = self.sessions.get_mut(&tag) else {
+                return;
+            };
+            if let Some(v) = s.binding.on_response(remote, token) {
+                self.validated(tag, v, now);
+            }
+            return;
+        }
+        let reattach_seq = match control {
+            Some(ControlMessage::Reattach(r)) => Some(r.seq),
+            Some(_) => return,
+            None => None,
+        };
+        let token = self.token();
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        if let Some((addr, token)) = s.binding.on_duplicate(remote, reattach_seq, token, now) {
+            tracing::debug!(session_id = %s.session.id(), %remote, "duplicate from another address during a move; challenging it");
+            self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
         }
     }
 
@@ -524,9 +575,9 @@ impl Gateway {
             );
             return;
         }
-        if remote == s.binding.current() && s.binding.validated() && s.binding.challenge().is_none()
-        {
-            // Already there (a retry whose acknowledgement was lost): acknowledge again.
+        if remote == s.binding.current() && s.binding.validated() && s.binding.settled() {
+            // Already there (a retry whose acknowledgement was lost, or a re-anchor on the same
+            // bearer after a silence): acknowledge; the path is proven by this round trip too.
             let state_version = s.binding.state_version;
             self.send_control(
                 tag,
@@ -541,11 +592,11 @@ impl Gateway {
         }
         let token = self.token();
         let s = self.sessions.get_mut(&tag).expect("looked up above");
-        let token = s
+        let (addr, token) = s
             .binding
             .on_reattach(remote, len, r.old_path_alive, r.seq, token, now);
         tracing::debug!(%session_id, %remote, make_before_break = r.old_path_alive, "reattach; validating the new path");
-        self.send_control(tag, remote, ControlMessage::PathChallenge(token), now);
+        self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
     }
 
     fn validated(&mut self, tag: RoutingTag, v: Validation, now: Instant) {
@@ -580,7 +631,9 @@ impl Gateway {
                     );
                 }
             }
-            Validation::Reverted => self.events.push_back(Event::BindingReverted { session_id }),
+            Validation::Reverted { .. } => {
+                self.events.push_back(Event::BindingReverted { session_id })
+            }
             Validation::Abandoned { reattach_seq } => {
                 if reattach_seq.is_some() {
                     self.events.push_back(Event::ReattachResult {
@@ -593,22 +646,29 @@ impl Gateway {
     }
 
     fn challenge_timers(&mut self, now: Instant) {
-        let timeout = self.proto.paths.validation_timeout;
+        let sessions = &self.sessions;
+        self.challenged
+            .retain(|t| sessions.get(t).is_some_and(|s| !s.binding.settled()));
         let due: Vec<RoutingTag> = self
-            .sessions
+            .challenged
             .iter()
-            .filter(|(_, s)| s.binding.next_deadline(timeout).is_some_and(|d| now >= d))
-            .map(|(t, _)| *t)
+            .filter(|t| {
+                sessions[*t]
+                    .binding
+                    .next_deadline()
+                    .is_some_and(|d| now >= d)
+            })
+            .copied()
             .collect();
         for tag in due {
             let Some(s) = self.sessions.get_mut(&tag) else {
                 continue;
             };
-            let (resend, outcome) = s.binding.on_timeout(now, timeout);
-            if let Some((addr, token)) = resend {
+            let (resend, outcomes) = s.binding.on_timeout(now);
+            for (addr, token) in resend {
                 self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
             }
-            if let Some(v) = outcome {
+            for v in outcomes {
                 self.validated(tag, v, now);
             }
         }
@@ -653,7 +713,7 @@ impl Gateway {
     }
 
     /// The first authenticated packet on a new session makes it the peer's current one.
-    fn confirm(&mut self, tag: RoutingTag, _now: Instant) {
+    fn confirm(&mut self, tag: RoutingTag) {
         let Some(s) = self.sessions.get_mut(&tag) else {
             return;
         };

@@ -111,6 +111,9 @@ pub enum PathAction {
 #[derive(Debug)]
 struct UplinkState {
     info: Uplink,
+    /// Continuously present since (a returning bearer must stay this long before it is
+    /// preferred: flapping Wi-Fi never takes the session back and forth).
+    present_since: Instant,
     next_probe: Instant,
     last_ack: Option<Instant>,
     /// Declared silent or failed; cleared by a probe answer through it.
@@ -121,6 +124,7 @@ struct UplinkState {
 struct Migration {
     to: UplinkId,
     from: UplinkId,
+    from_class: Option<BearerClass>,
     seq: u32,
     started: Instant,
     next_retry: Instant,
@@ -147,6 +151,8 @@ pub struct PathManager {
     last_probe_active: Option<Instant>,
     silent_reported: bool,
     seq: u32,
+    /// The class of the active uplink, remembered after the uplink itself is gone.
+    active_class: Option<BearerClass>,
     /// The gateway's state_version from its last acknowledgement.
     pub acked_state_version: u64,
     /// Whether a session exists (probes and reattaches need one).
@@ -170,6 +176,7 @@ impl PathManager {
             last_recv_active: now,
             last_probe_active: None,
             silent_reported: false,
+            active_class: None,
             seq: 0,
             acked_state_version: 0,
             live: false,
@@ -256,8 +263,8 @@ impl PathManager {
             return;
         };
         self.acked_state_version = state_version;
-        let from = self.class_of(m.from);
-        self.active = m.to;
+        let from = m.from_class;
+        self.set_active(m.to);
         self.last_recv_active = now;
         self.silent_reported = false;
         out.push(PathAction::Result(ReattachStatus::Accepted));
@@ -369,6 +376,7 @@ impl PathManager {
                         u.id,
                         UplinkState {
                             info: u.clone(),
+                            present_since: now,
                             next_probe: now,
                             last_ack: None,
                             failed: false,
@@ -388,7 +396,8 @@ impl PathManager {
         }
         if first || !self.live {
             // Before a session exists there is nothing to reattach: just pick the best.
-            self.active = self.best(None).map(|u| u.id).unwrap_or(UplinkId::DEFAULT);
+            let best = self.best(None).map(|u| u.id).unwrap_or(UplinkId::DEFAULT);
+            self.set_active(best);
             return;
         }
         self.decide(now, out);
@@ -422,6 +431,12 @@ impl PathManager {
         else {
             return;
         };
+        let stable_at = self.uplinks[&best].present_since + self.cfg.switch_cooldown;
+        if now < stable_at {
+            self.retry_switch_at =
+                Some(self.retry_switch_at.map_or(stable_at, |t| t.min(stable_at)));
+            return;
+        }
         if self.allowed(now, out) {
             self.start_migration(best, SwitchReason::PreferredAvailable, true, now, out);
         }
@@ -429,9 +444,19 @@ impl PathManager {
 
     /// The active path is dead: move at once to the best other uplink.
     fn jump_from_dead(&mut self, reason: SwitchReason, now: Instant, out: &mut Vec<PathAction>) {
-        let Some(target) = self.best(Some(self.active)).map(|u| u.id) else {
-            out.push(PathAction::NoUplink);
-            return;
+        let target = match self.best(Some(self.active)).map(|u| u.id) {
+            Some(t) => t,
+            // Silent but still present and nothing else: re-anchor on the same bearer (its
+            // NAT binding may have changed under us).
+            None if reason == SwitchReason::HeartbeatTimeout
+                && self.uplinks.contains_key(&self.active) =>
+            {
+                self.active
+            }
+            None => {
+                out.push(PathAction::NoUplink);
+                return;
+            }
         };
         if self.allowed(now, out) {
             self.start_migration(target, reason, false, now, out);
@@ -448,15 +473,17 @@ impl PathManager {
     ) {
         self.seq = self.seq.wrapping_add(1);
         let from = self.active;
+        let from_class = self.active_class;
         if !old_alive {
             // Break-before-make: data goes the new way at once.
-            self.active = to;
+            self.set_active(to);
             self.last_recv_active = now;
         }
         let attempt = self.migration.as_ref().map_or(1, |m| m.attempt + 1);
         self.migration = Some(Migration {
             to,
             from,
+            from_class,
             seq: self.seq,
             started: now,
             next_retry: now + self.cfg.reattach_retry,
@@ -490,6 +517,7 @@ impl PathManager {
             }
             if !m.old_alive {
                 self.active = m.from;
+                self.active_class = m.from_class;
                 self.jump_from_dead(m.reason, now, out);
             }
         } else if now >= m.next_retry {
@@ -538,6 +566,11 @@ impl PathManager {
             self.seq = self.seq.wrapping_add(1);
             out.push(PathAction::Probe { via, seq: self.seq });
         }
+    }
+
+    fn set_active(&mut self, id: UplinkId) {
+        self.active = id;
+        self.active_class = self.class_of(id);
     }
 
     /// The best usable uplink other than `except`: not failed first, then by rank.

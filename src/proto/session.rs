@@ -52,6 +52,8 @@ pub struct Opened {
     pub counter: u64,
     /// The counter is the newest ever accepted in its family.
     pub newest: bool,
+    /// It authenticated but its counter was already accepted (only with `allow_duplicate`).
+    pub duplicate: bool,
 }
 
 impl Session {
@@ -119,25 +121,29 @@ impl Session {
         ))
     }
 
-    /// Opens a parsed Data/Control datagram in place.
+    /// Opens a parsed Data/Control datagram in place. A duplicate is refused unless
+    /// `allow_duplicate`: then it is authenticated (to serve as evidence of a race) but not
+    /// counted as received, and the caller must not deliver it.
     pub fn open(
         &mut self,
         kind: SealedKind,
         counter: u64,
         datagram: &mut [u8],
         now: Instant,
+        allow_duplicate: bool,
     ) -> Result<Opened, DropReason> {
         let (key, window) = match kind {
             SealedKind::Data => (&self.keys.recv.data, &mut self.data_window),
             SealedKind::Control => (&self.keys.recv.control, &mut self.control_window),
         };
-        match window.check(counter) {
-            Verdict::Fresh => {}
+        let duplicate = match window.check(counter) {
+            Verdict::Fresh => false,
+            Verdict::Duplicate if allow_duplicate => true,
             Verdict::Duplicate | Verdict::TooOld => {
                 self.stats.replays += 1;
                 return Err(DropReason::Replay);
             }
-        }
+        };
         let (header, body) = datagram.split_at_mut(HEADER_LEN);
         let n = match key.open(counter, header, body) {
             Ok(n) => n,
@@ -146,6 +152,16 @@ impl Session {
                 return Err(DropReason::AuthFailed);
             }
         };
+        if duplicate {
+            self.stats.replays += 1;
+            return Ok(Opened {
+                kind,
+                plaintext: HEADER_LEN..HEADER_LEN + n,
+                counter,
+                newest: false,
+                duplicate: true,
+            });
+        }
         let newest = window.commit(counter);
         self.last_recv = now;
         if kind == SealedKind::Data {
@@ -157,6 +173,7 @@ impl Session {
             plaintext: HEADER_LEN..HEADER_LEN + n,
             counter,
             newest,
+            duplicate: false,
         })
     }
 

@@ -99,6 +99,7 @@ pub struct World {
     pub gateway: Gateway,
     pub gateway_addr: SocketAddr,
     pub gateway_tun_out: Vec<Vec<u8>>,
+    pub gateway_tun_at: Vec<Instant>,
     pub gateway_events: Vec<Event>,
     pub laptops: Vec<Laptop>,
     /// (delivery time, sequence) → datagram.
@@ -164,6 +165,7 @@ impl World {
             gateway,
             gateway_addr: GATEWAY.parse().unwrap(),
             gateway_tun_out: Vec::new(),
+            gateway_tun_at: Vec::new(),
             gateway_events: Vec::new(),
             laptops: Vec::new(),
             in_flight: BTreeMap::new(),
@@ -274,12 +276,13 @@ impl World {
             .core
             .handle_tun_packet(&mut buf, packet.len(), now)
         {
-            let from = self.laptops[i].addr;
-            self.put_on_wire(Datagram {
-                from,
-                to: t.dst,
-                bytes: buf[..t.len].to_vec(),
-            });
+            if let Some(from) = self.laptops[i].source(t.via) {
+                self.put_on_wire(Datagram {
+                    from,
+                    to: t.dst,
+                    bytes: buf[..t.len].to_vec(),
+                });
+            }
         }
         self.drain();
     }
@@ -362,6 +365,7 @@ impl World {
                 let pkt = buf[r].to_vec();
                 let dst = inner_dst(&pkt);
                 self.gateway_tun_out.push(pkt.clone());
+                self.gateway_tun_at.push(now);
                 if self.hub_forwarding && self.laptops.iter().any(|l| Some(l.inner) == dst) {
                     self.gateway_sends(&pkt);
                 }
