@@ -59,16 +59,17 @@ fn pair() -> (Client, Gateway, SocketAddr, SocketAddr, Instant) {
         },
     );
     // Handshake: init → response → keepalive (confirms the session at the gateway).
+    lp.handle_timeout(now);
     for _ in 0..3 {
         while let Some(t) = lp.poll_transmit() {
             let mut b = t.payload.clone();
             let n = b.len();
-            gw.handle_datagram(UplinkId::DEFAULT, lp_addr, &mut b, n, now);
+            gw.handle_datagram(UplinkId::DEFAULT, None, lp_addr, &mut b, n, now);
         }
         while let Some(t) = gw.poll_transmit() {
             let mut b = t.payload.clone();
             let n = b.len();
-            lp.handle_datagram(UplinkId::DEFAULT, gw_addr, &mut b, n, now);
+            lp.handle_datagram(UplinkId::DEFAULT, None, gw_addr, &mut b, n, now);
         }
     }
     assert_eq!(gw.sessions(now).len(), 1, "session established");
@@ -107,7 +108,7 @@ fn bench(c: &mut Criterion) {
                 (buf, t.len)
             },
             |(buf, len)| {
-                let r = gw.handle_datagram(UplinkId::DEFAULT, lp_addr, buf, *len, now);
+                let r = gw.handle_datagram(UplinkId::DEFAULT, None, lp_addr, buf, *len, now);
                 assert!(matches!(r, Received::Tun(_)));
             },
             BatchSize::SmallInput,

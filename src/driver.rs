@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::ReadBuf;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::proto::client::Client;
@@ -20,6 +21,7 @@ use crate::proto::path::Uplink;
 use crate::proto::{
     Event, OwnedTransmit, Received, Timestamp, Transmit, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
 };
+use crate::sys::pktinfo;
 use crate::sys::tun::Tun;
 use crate::sys::uplinks::{bind_to_device, UplinkWatch};
 
@@ -35,6 +37,7 @@ pub trait Core {
     fn handle_datagram(
         &mut self,
         via: UplinkId,
+        local: Option<IpAddr>,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
@@ -56,12 +59,13 @@ impl Core for Client {
     fn handle_datagram(
         &mut self,
         via: UplinkId,
+        local: Option<IpAddr>,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
         now: Instant,
     ) -> Received {
-        Client::handle_datagram(self, via, remote, buf, len, now)
+        Client::handle_datagram(self, via, local, remote, buf, len, now)
     }
     fn handle_timeout(&mut self, now: Instant) {
         Client::handle_timeout(self, now)
@@ -93,12 +97,13 @@ impl Core for Gateway {
     fn handle_datagram(
         &mut self,
         via: UplinkId,
+        local: Option<IpAddr>,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
         now: Instant,
     ) -> Received {
-        Gateway::handle_datagram(self, via, remote, buf, len, now)
+        Gateway::handle_datagram(self, via, local, remote, buf, len, now)
     }
     fn handle_timeout(&mut self, now: Instant) {
         Gateway::handle_timeout(self, now)
@@ -130,9 +135,15 @@ pub fn wall_now() -> Timestamp {
     }
 }
 
+/// A received datagram: the uplink it came by, its length, source, and the local address it
+/// was sent to (when the socket reports it).
+type Recv = (UplinkId, io::Result<(usize, SocketAddr, Option<IpAddr>)>);
+
 /// The node's UDP sockets: an unbound default one, plus one per uplink bound to its device.
 pub struct Sockets {
     default: UdpSocket,
+    /// The default socket is bound to a wildcard address: read destinations, answer from them.
+    pktinfo: bool,
     uplinks: BTreeMap<UplinkId, UdpSocket>,
     gateway: Option<SocketAddr>,
     next_poll: usize,
@@ -149,8 +160,17 @@ impl Sockets {
         };
         let default = UdpSocket::bind(addr).await?;
         crate::sys::tune_socket(&default);
+        let pktinfo = listen.is_some_and(|l| l.ip().is_unspecified())
+            && match pktinfo::enable(default.as_raw_fd(), addr.is_ipv6()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read datagram destinations; a multi-homed gateway may answer from the wrong address (set `listen` to one address)");
+                    false
+                }
+            };
         Ok(Self {
             default,
+            pktinfo,
             uplinks: BTreeMap::new(),
             gateway,
             next_poll: 0,
@@ -181,26 +201,72 @@ impl Sockets {
         self.uplinks.get(&via).unwrap_or(&self.default)
     }
 
-    /// Polls every socket for a datagram, starting from a rotating index for fairness.
-    fn poll_recv(
-        &mut self,
-        cx: &mut Context<'_>,
+    /// Receives without waiting (WouldBlock when nothing is queued).
+    fn try_recv(
+        &self,
+        via: UplinkId,
         buf: &mut [u8],
-    ) -> Poll<(UplinkId, io::Result<(usize, SocketAddr)>)> {
+    ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+        let sock = self.get(via);
+        if via == UplinkId::DEFAULT && self.pktinfo {
+            let fd = sock.as_raw_fd();
+            sock.try_io(Interest::READABLE, || pktinfo::recv(fd, buf))
+        } else {
+            sock.try_recv_from(buf).map(|(n, from)| (n, from, None))
+        }
+    }
+
+    /// Sends without waiting; waits for writability only when the socket buffer is full.
+    async fn send(
+        &self,
+        via: UplinkId,
+        src_ip: Option<IpAddr>,
+        buf: &[u8],
+        dst: SocketAddr,
+    ) -> io::Result<usize> {
+        let sock = self.get(via);
+        if !(via == UplinkId::DEFAULT && self.pktinfo && src_ip.is_some()) {
+            return match sock.try_send_to(buf, dst) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(buf, dst).await,
+                other => other,
+            };
+        }
+        let fd = sock.as_raw_fd();
+        loop {
+            match sock.try_io(Interest::WRITABLE, || pktinfo::send(fd, buf, dst, src_ip)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.writable().await?,
+                // The address we were reached at is gone: let the route choose.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return sock.send_to(buf, dst).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Polls every socket for a datagram, starting from a rotating index for fairness.
+    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Recv> {
         let n = self.uplinks.len() + 1;
         for k in 0..n {
             let i = (self.next_poll + k) % n;
-            let (via, sock) = if i == 0 {
-                (UplinkId::DEFAULT, &self.default)
+            let via = if i == 0 {
+                UplinkId::DEFAULT
             } else {
-                let (id, s) = self.uplinks.iter().nth(i - 1).expect("index within len");
-                (*id, s)
+                *self.uplinks.keys().nth(i - 1).expect("index within len")
             };
-            let mut rb = ReadBuf::new(buf);
-            if let Poll::Ready(r) = sock.poll_recv_from(cx, &mut rb) {
-                self.next_poll = i + 1;
-                let len = rb.filled().len();
-                return Poll::Ready((via, r.map(|from| (len, from))));
+            loop {
+                match self.get(via).poll_recv_ready(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => return Poll::Ready((via, Err(e))),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match self.try_recv(via, buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => {
+                        self.next_poll = i + 1;
+                        return Poll::Ready((via, r));
+                    }
+                }
             }
         }
         Poll::Pending
@@ -271,12 +337,12 @@ pub async fn run<C: Core>(
             }
             (via, r) = std::future::poll_fn(|cx| sockets.poll_recv(cx, &mut udp_buf)) => {
                 match r {
-                    Ok((n, from)) => on_datagram(core, &mut udp_buf, n, via, from, tun).await?,
+                    Ok((n, from, local)) => on_datagram(core, &mut udp_buf, n, via, local, from, tun).await?,
                     Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 }
                 for _ in 0..BURST {
-                    match sockets.get(via).try_recv_from(&mut udp_buf) {
-                        Ok((n, from)) => on_datagram(core, &mut udp_buf, n, via, from, tun).await?,
+                    match sockets.try_recv(via, &mut udp_buf) {
+                        Ok((n, from, local)) => on_datagram(core, &mut udp_buf, n, via, local, from, tun).await?,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             tracing::debug!(error = %e, "udp receive error");
@@ -298,14 +364,7 @@ async fn on_tun_packet<C: Core>(
     errors: &mut SendErrors,
 ) {
     if let Some(t) = core.handle_tun_packet(buf, n, Instant::now()) {
-        let sock = sockets.get(t.via);
-        let r = match sock.try_send_to(&buf[..t.len], t.dst) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sock.send_to(&buf[..t.len], t.dst).await
-            }
-            other => other,
-        };
-        if let Err(e) = r {
+        if let Err(e) = sockets.send(t.via, t.src_ip, &buf[..t.len], t.dst).await {
             errors.record(t.via, t.dst, &e);
             core.handle_send_error(t.via, Instant::now());
         }
@@ -317,10 +376,11 @@ async fn on_datagram<C: Core>(
     buf: &mut [u8],
     n: usize,
     via: UplinkId,
+    local: Option<IpAddr>,
     from: SocketAddr,
     tun: &Tun,
 ) -> io::Result<()> {
-    if let Received::Tun(range) = core.handle_datagram(via, from, buf, n, Instant::now()) {
+    if let Received::Tun(range) = core.handle_datagram(via, local, from, buf, n, Instant::now()) {
         let pkt = &buf[range];
         match tun.device.try_send(pkt) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -341,7 +401,7 @@ async fn flush<C: Core>(
 ) {
     loop {
         while let Some(t) = core.poll_transmit() {
-            if let Err(e) = sockets.get(t.via).send_to(&t.payload, t.dst).await {
+            if let Err(e) = sockets.send(t.via, t.src_ip, &t.payload, t.dst).await {
                 errors.record(t.via, t.dst, &e);
                 core.handle_send_error(t.via, Instant::now());
             }

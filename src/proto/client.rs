@@ -5,7 +5,7 @@
 //! gone silent on every path (a new handshake means a new SessionID, reported as such).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -66,10 +66,11 @@ pub struct Client {
     events: VecDeque<Event>,
     drops: DropCounters,
     shut_down: bool,
+    start_at: Option<Instant>,
 }
 
 impl Client {
-    /// Creates the core and sends the first handshake initiation.
+    /// Creates the core; the first handshake initiation goes out at the first timeout (now).
     pub fn new(cfg: ClientConfig, seed: u64, now: Instant, wall: Timestamp) -> Self {
         let mut routes = IpTable::default();
         for r in &cfg.routes {
@@ -91,8 +92,11 @@ impl Client {
             events: VecDeque::new(),
             drops: DropCounters::default(),
             shut_down: false,
+            start_at: None,
         };
-        c.send_initiation(now, 1, now);
+        // The first initiation goes out at the first timeout, so that uplinks reported right
+        // after construction carry it (the gateway first sees the address the session uses).
+        c.start_at = Some(now);
         c
     }
 
@@ -116,6 +120,7 @@ impl Client {
             if let Some(n) = s.seal_data(buf, len, now) {
                 return Some(Transmit {
                     via: self.paths.active(),
+                    src_ip: None,
                     dst: self.cfg.endpoint,
                     len: n,
                 });
@@ -137,6 +142,7 @@ impl Client {
     pub fn handle_datagram(
         &mut self,
         via: UplinkId,
+        _local: Option<IpAddr>,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
@@ -186,6 +192,10 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.shut_down {
             return;
+        }
+        if self.start_at.is_some_and(|t| now >= t) {
+            self.start_at = None;
+            self.send_initiation(now, 1, now);
         }
         if let Some(p) = self.pending.as_mut() {
             if !p.stall_reported && now >= p.first_sent + self.cfg.proto.handshake_timeout {
@@ -248,6 +258,9 @@ impl Client {
                 best = Some((t, why));
             }
         };
+        if let Some(t) = self.start_at {
+            consider(t, Timer::HandshakeRetry);
+        }
         if let Some(p) = &self.pending {
             consider(p.next_retry, Timer::HandshakeRetry);
             if !p.stall_reported {
@@ -398,10 +411,13 @@ impl Client {
                 self.paths
                     .on_reattach_ack(seq, state_version, now, &mut actions)
             }
-            ControlMessage::ReattachReject { seq, reason } => {
-                self.paths
-                    .on_reattach_reject(seq, reason, now, &mut actions)
-            }
+            ControlMessage::ReattachReject {
+                seq,
+                reason,
+                state_version,
+            } => self
+                .paths
+                .on_reattach_reject(seq, reason, state_version, now, &mut actions),
             ControlMessage::ProbeAck(_) => {}
             ControlMessage::Probe(_)
             | ControlMessage::PathResponse(_)
@@ -487,6 +503,7 @@ impl Client {
                 buf.truncate(n);
                 self.transmits.push_back(OwnedTransmit {
                     via,
+                    src_ip: None,
                     dst: self.cfg.endpoint,
                     payload: buf,
                 });
@@ -509,6 +526,7 @@ impl Client {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
                 via,
+                src_ip: None,
                 dst: self.cfg.endpoint,
                 payload: buf,
             });
@@ -526,6 +544,7 @@ impl Client {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
                 via,
+                src_ip: None,
                 dst: self.cfg.endpoint,
                 payload: buf,
             });
@@ -586,6 +605,7 @@ impl Client {
         buf.truncate(n);
         self.transmits.push_back(OwnedTransmit {
             via: self.paths.active(),
+            src_ip: None,
             dst: self.cfg.endpoint,
             payload: buf,
         });

@@ -7,8 +7,9 @@
 //! Reattach        0:type=2 1:flags(bit0 = old path still alive) 2..6:seq u32
 //!                 6..14:state_version u64 14..22:elapsed_ms u64 22..30:last_data_counter u64
 //!                 30..:zero padding up to REATTACH_LEN (raises the anti-amplification budget)
-//! ReattachAck     0:type=3 1..5:seq u32 5..13:state_version u64
-//! ReattachReject  0:type=4 1..5:seq u32 5:reason
+//! ReattachAck     0:type=3 1..5:seq u32 5..13:state_version u64   (seq 0: unsolicited, after
+//!                 the gateway validated a move it was not asked for, e.g. a NAT rebinding)
+//! ReattachReject  0:type=4 1..5:seq u32 5:reason 6..14:state_version u64
 //! PathChallenge   0:type=5 1..9:token
 //! PathResponse    0:type=6 1..9:token
 //! Probe           0:type=7 1..5:seq u32
@@ -100,6 +101,8 @@ pub enum ControlMessage {
     ReattachReject {
         seq: u32,
         reason: RejectReason,
+        /// The gateway's current state_version (so a laptop that missed a move can retry).
+        state_version: u64,
     },
     PathChallenge([u8; 8]),
     PathResponse([u8; 8]),
@@ -145,12 +148,17 @@ impl ControlMessage {
                     &state_version.to_le_bytes(),
                 ],
             ),
-            ControlMessage::ReattachReject { seq, reason } => put(
+            ControlMessage::ReattachReject {
+                seq,
+                reason,
+                state_version,
+            } => put(
                 out,
                 &[
                     &[TYPE_REATTACH_REJECT],
                     &seq.to_le_bytes(),
                     &[reason.code()],
+                    &state_version.to_le_bytes(),
                 ],
             ),
             ControlMessage::PathChallenge(t) => put(out, &[&[TYPE_PATH_CHALLENGE], &t]),
@@ -181,9 +189,10 @@ impl ControlMessage {
                 seq: u32_at(rest, 0),
                 state_version: u64_at(rest, 4),
             },
-            (TYPE_REATTACH_REJECT, 5) => ControlMessage::ReattachReject {
+            (TYPE_REATTACH_REJECT, 13) => ControlMessage::ReattachReject {
                 seq: u32_at(rest, 0),
                 reason: RejectReason::from_code(rest[4])?,
+                state_version: u64_at(rest, 5),
             },
             (TYPE_PATH_CHALLENGE, 8) => ControlMessage::PathChallenge(rest.try_into().ok()?),
             (TYPE_PATH_RESPONSE, 8) => ControlMessage::PathResponse(rest.try_into().ok()?),
@@ -253,6 +262,7 @@ mod tests {
         round_trip(ControlMessage::ReattachReject {
             seq: 7,
             reason: RejectReason::StaleRequest,
+            state_version: 2,
         });
         round_trip(ControlMessage::PathChallenge([1, 2, 3, 4, 5, 6, 7, 8]));
         round_trip(ControlMessage::PathResponse([8; 8]));
@@ -265,7 +275,10 @@ mod tests {
         assert_eq!(ControlMessage::decode(&[]), None);
         assert_eq!(ControlMessage::decode(&[1, 99]), None);
         assert_eq!(ControlMessage::decode(&[9, 0, 0, 0, 0]), None);
-        assert_eq!(ControlMessage::decode(&[4, 0, 0, 0, 0, 77]), None);
+        assert_eq!(
+            ControlMessage::decode(&[4, 0, 0, 0, 0, 77, 0, 0, 0, 0, 0, 0, 0, 0]),
+            None
+        );
         let mut buf = [0u8; REATTACH_LEN];
         let m = ControlMessage::Reattach(Reattach {
             seq: 1,

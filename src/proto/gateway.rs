@@ -62,6 +62,8 @@ struct GwSession {
     session: Session,
     peer: usize,
     binding: Binding,
+    /// The gateway address the laptop sends to; answers leave from it.
+    local_ip: Option<IpAddr>,
     confirmed: bool,
 }
 
@@ -178,6 +180,7 @@ impl Gateway {
         match s.session.seal_data(buf, len, now) {
             Some(n) => Some(Transmit {
                 via: UplinkId::DEFAULT,
+                src_ip: s.local_ip,
                 dst: s.binding.current(),
                 len: n,
             }),
@@ -192,6 +195,7 @@ impl Gateway {
     pub fn handle_datagram(
         &mut self,
         _via: UplinkId,
+        local: Option<IpAddr>,
         remote: SocketAddr,
         buf: &mut [u8],
         len: usize,
@@ -202,14 +206,17 @@ impl Gateway {
             Err(_) => self.drops.count(DropReason::Malformed),
             Ok(Packet::HandshakeInit { sender, noise }) => {
                 let noise = noise.to_vec();
-                self.on_initiation(sender, &noise, remote, now);
+                self.on_initiation(sender, &noise, local, remote, now);
             }
             Ok(Packet::HandshakeResp { .. }) => self.drops.count(DropReason::UnexpectedResponse),
             Ok(Packet::Sealed {
                 kind,
                 receiver,
                 counter,
-            }) => return self.on_sealed(kind, receiver, counter, &mut buf[..len], remote, now),
+            }) => {
+                let at = (local, remote);
+                return self.on_sealed(kind, receiver, counter, &mut buf[..len], at, now);
+            }
         }
         Received::Nothing
     }
@@ -315,6 +322,7 @@ impl Gateway {
         &mut self,
         sender: RoutingTag,
         noise: &[u8],
+        local: Option<IpAddr>,
         remote: SocketAddr,
         now: Instant,
     ) {
@@ -365,11 +373,13 @@ impl Gateway {
                 session,
                 peer,
                 binding: Binding::new(remote, self.proto.paths.validation_timeout),
+                local_ip: local,
                 confirmed: false,
             },
         );
         self.transmits.push_back(OwnedTransmit {
             via: UplinkId::DEFAULT,
+            src_ip: local,
             dst: remote,
             payload: out,
         });
@@ -381,7 +391,7 @@ impl Gateway {
         tag: RoutingTag,
         counter: u64,
         datagram: &mut [u8],
-        remote: SocketAddr,
+        (local, remote): (Option<IpAddr>, SocketAddr),
         now: Instant,
     ) -> Received {
         let len = datagram.len();
@@ -425,6 +435,9 @@ impl Gateway {
         if opened.duplicate {
             self.on_duplicate(tag, control, remote, now);
             return Received::Nothing;
+        }
+        if local.is_some() {
+            s.local_ip = local;
         }
         if !s.confirmed {
             self.confirm(tag);
@@ -567,12 +580,13 @@ impl Gateway {
                 session_id,
                 status: ReattachStatus::Rejected(reason),
             });
-            self.send_control(
-                tag,
-                remote,
-                ControlMessage::ReattachReject { seq: r.seq, reason },
-                now,
-            );
+            let state_version = s.binding.state_version;
+            let reply = ControlMessage::ReattachReject {
+                seq: r.seq,
+                reason,
+                state_version,
+            };
+            self.send_control(tag, remote, reply, now);
             return;
         }
         if remote == s.binding.current() && s.binding.validated() && s.binding.settled() {
@@ -618,17 +632,18 @@ impl Gateway {
                         reattach: reattach_seq.is_some(),
                     });
                 }
-                if let Some(seq) = reattach_seq {
+                if reattach_seq.is_some() {
                     self.events.push_back(Event::ReattachResult {
                         session_id,
                         status: ReattachStatus::Accepted,
                     });
-                    self.send_control(
-                        tag,
-                        dst,
-                        ControlMessage::ReattachAck { seq, state_version },
-                        now,
-                    );
+                }
+                if moved || reattach_seq.is_some() {
+                    // Sequence 0 tells the laptop of a move it did not ask for (a NAT
+                    // rebinding): its next reattach must carry the new state_version.
+                    let seq = reattach_seq.unwrap_or(0);
+                    let ack = ControlMessage::ReattachAck { seq, state_version };
+                    self.send_control(tag, dst, ack, now);
                 }
             }
             Validation::Reverted { .. } => {
@@ -755,6 +770,7 @@ impl Gateway {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
                 via: UplinkId::DEFAULT,
+                src_ip: s.local_ip,
                 dst: s.binding.current(),
                 payload: buf,
             });
@@ -782,6 +798,7 @@ impl Gateway {
             buf.truncate(n);
             self.transmits.push_back(OwnedTransmit {
                 via: UplinkId::DEFAULT,
+                src_ip: s.local_ip,
                 dst,
                 payload: buf,
             });

@@ -24,7 +24,7 @@ pub mod session;
 pub mod wire;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use event::{CloseReason, Event};
@@ -52,6 +52,9 @@ impl UplinkId {
 pub struct Transmit {
     /// The source: choosing the uplink is the point of a jumping VPN.
     pub via: UplinkId,
+    /// The local address to send from (the gateway answers from the address it was reached
+    /// at); `None` lets the route decide.
+    pub src_ip: Option<IpAddr>,
     pub dst: SocketAddr,
     pub len: usize,
 }
@@ -60,6 +63,7 @@ pub struct Transmit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedTransmit {
     pub via: UplinkId,
+    pub src_ip: Option<IpAddr>,
     pub dst: SocketAddr,
     pub payload: Vec<u8>,
 }

@@ -259,10 +259,11 @@ impl PathManager {
         now: Instant,
         out: &mut Vec<PathAction>,
     ) {
-        let Some(m) = self.migration.take_if(|m| m.seq == seq) else {
+        // Acknowledgements are authenticated; versions only grow.
+        self.acked_state_version = self.acked_state_version.max(state_version);
+        let Some(m) = self.migration.take_if(|m| seq != 0 && m.seq == seq) else {
             return;
         };
-        self.acked_state_version = state_version;
         let from = m.from_class;
         self.set_active(m.to);
         self.last_recv_active = now;
@@ -282,6 +283,7 @@ impl PathManager {
         &mut self,
         seq: u32,
         reason: RejectReason,
+        state_version: u64,
         now: Instant,
         out: &mut Vec<PathAction>,
     ) {
@@ -293,12 +295,36 @@ impl PathManager {
             RejectReason::SessionExpired | RejectReason::PolicyDenied => {
                 out.push(PathAction::SessionRefused(reason))
             }
+            RejectReason::StaleStateVersion if state_version > self.acked_state_version => {
+                // The gateway moved the binding without us (a NAT rebinding whose notice was
+                // lost): adopt its version and ask again at once, within the same bounds.
+                self.acked_state_version = state_version;
+                self.resume_migration(m, now, out);
+            }
             _ if !m.old_alive => {
                 // Still without a working path: try again (fresh timestamp, same bounds).
-                self.start_migration(m.to, m.reason, false, now, out);
+                self.resume_migration(m, now, out);
             }
             _ => {}
         }
+    }
+
+    /// Sends a refused reattach again under a new sequence number, keeping its deadline.
+    fn resume_migration(&mut self, mut m: Migration, now: Instant, out: &mut Vec<PathAction>) {
+        if now >= m.started + self.cfg.recovery_window {
+            out.push(PathAction::Result(ReattachStatus::TimedOut));
+            return;
+        }
+        self.seq = self.seq.wrapping_add(1).max(1);
+        m.seq = self.seq;
+        m.attempt += 1;
+        m.next_retry = now + self.cfg.reattach_retry;
+        out.push(PathAction::Reattach {
+            via: m.to,
+            seq: m.seq,
+            old_path_alive: m.old_alive,
+        });
+        self.migration = Some(m);
     }
 
     /// Runs due timers.
@@ -471,7 +497,7 @@ impl PathManager {
         now: Instant,
         out: &mut Vec<PathAction>,
     ) {
-        self.seq = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(1).max(1);
         let from = self.active;
         let from_class = self.active_class;
         if !old_alive {

@@ -2,6 +2,7 @@
 //! bearer watching, privileges.
 
 pub mod netlink;
+pub mod pktinfo;
 pub mod privileges;
 pub mod tun;
 pub mod uplinks;

@@ -358,9 +358,14 @@ impl World {
         let mut buf = d.bytes.clone();
         let len = buf.len();
         if d.to == self.gateway_addr {
-            let r = self
-                .gateway
-                .handle_datagram(UplinkId::DEFAULT, d.from, &mut buf, len, now);
+            let r = self.gateway.handle_datagram(
+                UplinkId::DEFAULT,
+                Some(d.to.ip()),
+                d.from,
+                &mut buf,
+                len,
+                now,
+            );
             if let Received::Tun(r) = r {
                 let pkt = buf[r].to_vec();
                 let dst = inner_dst(&pkt);
@@ -372,7 +377,10 @@ impl World {
             }
         } else if let Some(l) = self.laptops.iter_mut().find(|l| l.owns(d.to)) {
             let Some(via) = l.arrival(d.to) else { return };
-            if let Received::Tun(r) = l.core.handle_datagram(via, d.from, &mut buf, len, now) {
+            if let Received::Tun(r) = l
+                .core
+                .handle_datagram(via, None, d.from, &mut buf, len, now)
+            {
                 l.tun_out.push(buf[r].to_vec());
                 l.tun_at.push(now);
             }
