@@ -119,12 +119,11 @@ pub enum DropReason {
     CounterExhausted,
     BadControl,
     AmplificationLimit,
-    NoPath,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownTag,
         DropReason::AuthFailed,
@@ -143,7 +142,6 @@ impl DropReason {
         DropReason::CounterExhausted,
         DropReason::BadControl,
         DropReason::AmplificationLimit,
-        DropReason::NoPath,
     ];
 
     /// Stable lower_snake_case name.
@@ -167,7 +165,6 @@ impl DropReason {
             DropReason::CounterExhausted => "counter_exhausted",
             DropReason::BadControl => "bad_control",
             DropReason::AmplificationLimit => "amplification_limit",
-            DropReason::NoPath => "no_path",
         }
     }
 }
