@@ -515,3 +515,119 @@ ping_percentiles() {
 
 # ping_loss FILE: the packet loss percentage from a ping output file.
 ping_loss() { grep -Eo '[0-9.]+% packet loss' "$1" 2>/dev/null | grep -Eo '^[0-9.]+' || echo 100; }
+
+# ---------------------------------------------------------------------------------------------
+# Two-bearer topology (the one netns-tests/roam.sh builds; used by scripts/bench.sh --handover)
+# ---------------------------------------------------------------------------------------------
+#
+#   ns LAP (laptop)                                         ns GW (gateway)
+#   wlan0 10.20.0.2/24 ---------- veth (Wi-Fi) ------------ gwifi 10.20.0.1/24
+#   wwan0 10.30.0.2/24 -- veth -- ns RTR (NAT) -- veth ---- gcell 10.40.0.1/24
+#                                 lan 10.30.0.1 / wan 10.40.0.2 (masquerade, UDP to :20000-20999)
+#   routes to 10.10.0.1/32: via wlan0 metric 100, via wwan0 metric 200;  GW: 10.10.0.1/32 on lo
+#
+# tb_topology LAP GW RTR: build it (namespaces with these short names) and check that the
+# gateway's endpoint answers over both bearers. The tb_* functions below act on it.
+TB_ENDPOINT=10.10.0.1
+TB_LAP="" TB_GW="" TB_RTR=""
+tb_topology() {
+    TB_LAP=$1 TB_GW=$2 TB_RTR=$3
+    ns_add "$TB_LAP" "$TB_GW" "$TB_RTR"
+    veth_link "$TB_LAP" wlan0 "10.20.0.2/24" "$TB_GW" gwifi "10.20.0.1/24"
+    veth_link "$TB_LAP" wwan0 "10.30.0.2/24" "$TB_RTR" lan "10.30.0.1/24"
+    veth_link "$TB_RTR" wan "10.40.0.2/24" "$TB_GW" gcell "10.40.0.1/24"
+    ip -n "$(ns "$TB_GW")" addr add "$TB_ENDPOINT/32" dev lo
+    ns_forwarding "$TB_RTR"
+    ip -n "$(ns "$TB_RTR")" route add "$TB_ENDPOINT/32" via 10.40.0.1
+    nsx "$TB_RTR" nft -f - <<'NFT' || fail "cannot set up the NAT in $TB_RTR"
+table ip nat {
+    chain post {
+        type nat hook postrouting priority srcnat;
+        oifname "wan" meta l4proto udp masquerade to :20000-20999
+        oifname "wan" masquerade
+    }
+}
+NFT
+    tb_gateway_source
+    tb_wifi_route
+    tb_cell_route
+    nsx "$TB_LAP" ping -n -c1 -W2 -I wlan0 "$TB_ENDPOINT" >/dev/null ||
+        fail "gateway $TB_ENDPOINT not reachable over Wi-Fi"
+    nsx "$TB_LAP" ping -n -c1 -W2 -I wwan0 "$TB_ENDPOINT" >/dev/null ||
+        fail "gateway $TB_ENDPOINT not reachable over cellular"
+}
+
+# tb_gateway_source: the gateway answers from its endpoint address whatever socket it uses, as a
+# gateway with one public address does. (A VPN whose replies leave from an unbound socket would
+# otherwise answer from 10.20.0.1 or 10.40.0.1: its peer then learns an endpoint only reachable
+# over Wi-Fi, and the NAT drops every reply on the cellular path.)
+tb_gateway_source() {
+    ip -n "$(ns "$TB_GW")" route replace 10.20.0.0/24 dev gwifi proto kernel scope link src "$TB_ENDPOINT"
+    ip -n "$(ns "$TB_GW")" route replace 10.40.0.0/24 dev gcell proto kernel scope link src "$TB_ENDPOINT"
+}
+
+# tb_wifi_route / tb_cell_route: the laptop's routes to the gateway endpoint, by metric (what a
+# connection manager installs for each bearer).
+tb_wifi_route() { ip -n "$(ns "$TB_LAP")" route replace "$TB_ENDPOINT/32" via 10.20.0.1 dev wlan0 metric 100; }
+tb_cell_route() { ip -n "$(ns "$TB_LAP")" route replace "$TB_ENDPOINT/32" via 10.30.0.1 dev wwan0 metric 200; }
+
+# tb_restore: both bearers in working order, the NAT's first port range, no NAT state.
+tb_restore() {
+    nsx "$TB_GW" nft delete table inet blackhole 2>/dev/null || true
+    ip -n "$(ns "$TB_LAP")" link set wlan0 up
+    ip -n "$(ns "$TB_LAP")" addr replace 10.20.0.2/24 dev wlan0
+    tb_gateway_source
+    tb_wifi_route
+    tb_cell_route
+    tb_nat_ports 20000-20999
+    nsx "$TB_RTR" conntrack -F >/dev/null 2>&1 || true
+}
+
+# tb_wifi_down [flush]: the Wi-Fi link goes down (with "flush", its address goes too).
+tb_wifi_down() {
+    ip -n "$(ns "$TB_LAP")" link set wlan0 down
+    [[ ${1:-} != flush ]] || ip -n "$(ns "$TB_LAP")" addr flush dev wlan0
+}
+
+# tb_wifi_up: the Wi-Fi link comes back; its route 0.2 s later (as a connection manager would).
+tb_wifi_up() {
+    ip -n "$(ns "$TB_LAP")" link set wlan0 up
+    sleep 0.2
+    tb_wifi_route
+}
+
+# tb_blackhole_wifi: the Wi-Fi path silently drops everything: the laptop's link stays up and its
+# sends succeed, but the gateway's Wi-Fi side drops both directions (as a dead access point would).
+tb_blackhole_wifi() {
+    nsx "$TB_GW" nft -f - <<'NFT'
+table inet blackhole {
+    chain in { type filter hook prerouting priority -300; iifname "gwifi" drop; }
+    chain out { type filter hook postrouting priority 300; oifname "gwifi" drop; }
+}
+NFT
+}
+
+# tb_flap_wifi: the Wi-Fi link goes down and up 10 times in 2 s (the route comes back each time).
+tb_flap_wifi() {
+    local i
+    for i in $(seq 10); do
+        ip -n "$(ns "$TB_LAP")" link set wlan0 down
+        sleep 0.1
+        ip -n "$(ns "$TB_LAP")" link set wlan0 up
+        tb_wifi_route 2>/dev/null || true
+        sleep 0.1
+    done
+}
+
+# tb_nat_ports RANGE: the port range the NAT maps the laptop's UDP flows to.
+tb_nat_ports() {
+    nsx "$TB_RTR" nft flush chain ip nat post
+    nsx "$TB_RTR" nft add rule ip nat post oifname wan meta l4proto udp masquerade to :"$1"
+    nsx "$TB_RTR" nft add rule ip nat post oifname wan masquerade
+}
+
+# tb_nat_rebind: the NAT forgets its mappings and maps the laptop's flows to new ports.
+tb_nat_rebind() {
+    tb_nat_ports 30000-30999
+    nsx "$TB_RTR" conntrack -F >/dev/null 2>&1
+}

@@ -294,8 +294,8 @@ case_wifi_returns() {
 }
 
 flap_wifi() {
-    local i
-    for i in $(seq 10); do
+    local _i
+    for _i in $(seq 10); do
         ip -n "$(ns lap)" link set wlan0 down
         sleep 0.1
         ip -n "$(ns lap)" link set wlan0 up

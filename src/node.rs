@@ -10,9 +10,12 @@ use zeroize::Zeroizing;
 
 use crate::driver;
 use crate::identity::{Identity, PublicKey};
-use crate::policy::{BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey};
+use crate::policy::{
+    BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey, RecoveryExpiry,
+};
 use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
+use crate::proto::lifecycle::LifecycleConfig;
 use crate::proto::{Event, PathConfig, ProtoConfig, StaticKeys};
 use crate::sys::uplinks::UplinkWatch;
 use crate::sys::{privileges, tun::Tun};
@@ -27,10 +30,16 @@ pub fn proto_config(policy: &Policy) -> ProtoConfig {
         handshake_timeout: h.timeout,
         keepalive: h.keepalive,
         peer_silent_after,
-        session_idle_expiry: (peer_silent_after * 2).max(h.timeout),
         replay_window_bits: policy.security.replay_window_size as usize,
         initiation_min_interval: Duration::from_millis(20),
         paths: path_config(policy),
+        lifecycle: LifecycleConfig {
+            max_lifetime: policy.session.max_lifetime,
+            transport_lost_ttl: policy.session.transport_lost_ttl,
+            volatile_to_degraded: policy.volatility.volatile_to_degraded,
+            terminate_on_recovery_expiry: policy.switching.on_recovery_expiry
+                == RecoveryExpiry::Terminated,
+        },
     }
 }
 
@@ -187,9 +196,17 @@ fn log_event(e: &Event, peer_name: &dyn Fn(usize) -> String) {
             elapsed_s = elapsed.as_secs(),
             "no answer from the gateway yet; check its endpoint, its public key, and that it lists this laptop as a peer; still retrying"
         ),
-        Event::SessionEstablished { session_id, peer } => {
-            tracing::info!(%session_id, peer = %peer_name(*peer), "session established")
-        }
+        Event::SessionEstablished { session_id, peer, previous } => match previous {
+            Some(previous) => tracing::info!(%session_id, peer = %peer_name(*peer), %previous, "session established (a new session replaces the previous one)"),
+            None => tracing::info!(%session_id, peer = %peer_name(*peer), "session established"),
+        },
+        Event::SessionStateChange { session_id, previous_state, new_state, reason, state_version } => tracing::info!(
+            %session_id, previous_state = previous_state.name(), new_state = new_state.name(), reason = reason.code(), state_version, "session state change"
+        ),
+        Event::SessionTerminated { session_id, reason, state_version, session_age, transportless_age } => tracing::info!(
+            %session_id, reason = reason.code(), state_version, session_age_ms = session_age.as_millis() as u64,
+            transportless_age_ms = transportless_age.map(|d| d.as_millis() as u64), "session terminated"
+        ),
         Event::TransportAttached { session_id, class: c } => {
             tracing::info!(%session_id, bearer = class(c), "transport attached")
         }

@@ -77,8 +77,6 @@ pub struct Binding {
     sent_unvalidated: u64,
     /// How long a challenge may go unanswered.
     timeout: Duration,
-    /// Bumped by one on every validated move (the gateway's `state_version` for the path).
-    pub state_version: u64,
 }
 
 impl Binding {
@@ -96,7 +94,6 @@ impl Binding {
             challenges: Vec::new(),
             received_unvalidated: 0,
             sent_unvalidated: 0,
-            state_version: 0,
         }
     }
 
@@ -254,9 +251,6 @@ impl Binding {
                 self.fallback = None;
                 let seq = c.reattach_seq.or(self.take_all());
                 self.challenges.clear();
-                if moved {
-                    self.state_version += 1;
-                }
                 Some(Validation::Validated {
                     reattach_seq: seq,
                     moved,
@@ -476,7 +470,6 @@ mod tests {
             })
         );
         assert_eq!(b.current(), a("198.51.100.7:5"));
-        assert_eq!(b.state_version, 1);
         // Late data from the old path does not move it back.
         assert!(b
             .on_newest(a("192.0.2.1:1000"), 100, [[5; 8], [6; 8]], now)

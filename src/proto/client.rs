@@ -16,8 +16,11 @@ use zeroize::Zeroizing;
 use super::control::{ControlMessage, Reattach, REATTACH_LEN};
 use super::handshake::{Initiator, StaticKeys, Timestamp};
 use super::iptable::IpTable;
+use super::keys::SessionId;
+use super::lifecycle::Lifecycle;
 use super::path::{PathAction, PathManager, Uplink};
 use super::session::Session;
+use super::state::{Reason, State};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Timer,
@@ -67,6 +70,11 @@ pub struct Client {
     drops: DropCounters,
     shut_down: bool,
     start_at: Option<Instant>,
+    /// The current session's state machine and bounds.
+    life: Option<Lifecycle>,
+    /// The last session that ended (reported as `previous` of the next one).
+    previous: Option<SessionId>,
+    events_buf: Vec<Event>,
 }
 
 impl Client {
@@ -93,6 +101,9 @@ impl Client {
             drops: DropCounters::default(),
             shut_down: false,
             start_at: None,
+            life: None,
+            previous: None,
+            events_buf: Vec::new(),
         };
         // The first initiation goes out at the first timeout, so that uplinks reported right
         // after construction carry it (the gateway first sees the address the session uses).
@@ -213,6 +224,13 @@ impl Client {
         self.paths.on_timeout(now, &mut actions);
         self.run_actions(&mut actions, now);
         self.actions = actions;
+        if let Some(life) = self.life.as_mut() {
+            let end = life.on_timeout(now, &mut self.events_buf);
+            self.events.extend(self.events_buf.drain(..));
+            if let Some(reason) = end {
+                self.terminate(reason, now);
+            }
+        }
         let Some(s) = self.session.as_ref() else {
             return;
         };
@@ -220,6 +238,23 @@ impl Client {
             self.end_session(CloseReason::PeerSilent, now);
         } else if now >= s.last_send + self.cfg.proto.keepalive {
             self.send_keepalive(now);
+        }
+    }
+
+    /// Ends the current session for `reason` (TERMINATED, reason-coded, and the gateway is
+    /// told), then starts a new one unless shutting down.
+    pub fn terminate(&mut self, reason: Reason, now: Instant) {
+        if self.session.is_none() {
+            return;
+        }
+        self.send_control(
+            self.paths.active(),
+            ControlMessage::Close(CloseReason::LocalShutdown),
+            now,
+        );
+        self.end_session_with(CloseReason::LocalShutdown, reason, now);
+        if self.pending.is_none() && !self.shut_down {
+            self.send_initiation(now, 1, now);
         }
     }
 
@@ -269,6 +304,9 @@ impl Client {
                     Timer::HandshakeRetry,
                 );
             }
+        }
+        if let Some(life) = &self.life {
+            consider(life.poll_timeout(), Timer::Lifecycle);
         }
         if let Some(s) = &self.session {
             consider(s.last_send + self.cfg.proto.keepalive, Timer::Keepalive);
@@ -341,11 +379,16 @@ impl Client {
         self.events.push_back(Event::SessionEstablished {
             session_id,
             peer: 0,
+            previous: self.previous,
         });
         self.events.push_back(Event::TransportAttached {
             session_id,
             class: self.paths.class_of(self.paths.active()),
         });
+        let mut life = Lifecycle::new(session_id, self.cfg.proto.lifecycle.clone(), now);
+        life.attach(now, &mut self.events_buf);
+        self.events.extend(self.events_buf.drain(..));
+        self.life = Some(life);
         self.session = Some(session);
         self.paths.set_live(true, now);
         self.flush_queue(now);
@@ -432,11 +475,28 @@ impl Client {
         let session_id = self.session.as_ref().map(|s| s.id());
         for a in actions.drain(..) {
             let Some(session_id) = session_id else {
-                if a == PathAction::NoUplink {
+                if matches!(a, PathAction::NoUplink { .. }) {
                     self.events.push_back(Event::NoUplink { session_id: None });
                 }
                 continue;
             };
+            let mut end = None;
+            if let Some(life) = self.life.as_mut() {
+                end = life.on_path_action(&a, now, &mut self.events_buf);
+            }
+            // Report what was decided first, then the state change it caused.
+            let state_events: Vec<Event> = self.events_buf.drain(..).collect();
+            self.report_action(session_id, a, now);
+            self.events.extend(state_events);
+            if let Some(reason) = end {
+                self.terminate(reason, now);
+                return;
+            }
+        }
+    }
+
+    fn report_action(&mut self, session_id: SessionId, a: PathAction, now: Instant) {
+        {
             match a {
                 PathAction::Probe { via, seq } => {
                     self.send_control(via, ControlMessage::Probe(seq), now)
@@ -447,7 +507,7 @@ impl Client {
                     old_path_alive,
                 } => {
                     let Some(s) = self.session.as_ref() else {
-                        continue;
+                        return;
                     };
                     let r = Reattach {
                         seq,
@@ -462,6 +522,7 @@ impl Client {
                     to,
                     attempt,
                     make_before_break,
+                    ..
                 } => self.events.push_back(Event::ReattachAttempt {
                     session_id,
                     to,
@@ -476,13 +537,13 @@ impl Client {
                         reason,
                     })
                 }
-                PathAction::Denied(reason) => self
+                PathAction::Denied { reason, .. } => self
                     .events
                     .push_back(Event::TransportSwitchDenied { session_id, reason }),
-                PathAction::Result(status) => self
+                PathAction::Result { status, .. } => self
                     .events
                     .push_back(Event::ReattachResult { session_id, status }),
-                PathAction::NoUplink => self.events.push_back(Event::NoUplink {
+                PathAction::NoUplink { .. } => self.events.push_back(Event::NoUplink {
                     session_id: Some(session_id),
                 }),
                 PathAction::SessionRefused(_) => self.end_session(CloseReason::PeerClosed, now),
@@ -559,14 +620,29 @@ impl Client {
     }
 
     fn end_session_quietly(&mut self, reason: CloseReason, now: Instant) {
+        self.end_session_with(reason, reason.state_reason(), now);
+    }
+
+    /// Drops the session: TERMINATED with `state_reason`, then `SessionClosed`.
+    fn end_session_with(&mut self, reason: CloseReason, state_reason: Reason, now: Instant) {
         if let Some(s) = self.session.take() {
+            if let Some(mut life) = self.life.take() {
+                life.terminate(state_reason, now, &mut self.events_buf);
+                self.events.extend(self.events_buf.drain(..));
+            }
             self.paths.set_live(false, now);
+            self.previous = Some(s.id());
             self.events.push_back(Event::SessionClosed {
                 session_id: s.id(),
                 peer: 0,
                 reason,
             });
         }
+    }
+
+    /// The session's state and state_version, if there is a session.
+    pub fn state(&self) -> Option<(State, u64)> {
+        self.life.as_ref().map(|l| (l.state(), l.version()))
     }
 
     /// Sends initiation number `attempt` of a handshake first sent at `first`.

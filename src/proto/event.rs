@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::keys::SessionId;
 use super::path::{DenyReason, ReattachStatus, SwitchReason};
+use super::state::{Reason, State};
 use crate::policy::BearerClass;
 
 /// Why a session ended.
@@ -25,6 +26,18 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The state machine's reason code for a session that ended this way.
+    pub fn state_reason(self) -> super::state::Reason {
+        use super::state::Reason;
+        match self {
+            CloseReason::PeerClosed => Reason::PeerTerminated,
+            CloseReason::LocalShutdown => Reason::LocalShutdown,
+            CloseReason::PeerSilent | CloseReason::IdleExpired => Reason::TransportTtlExceeded,
+            CloseReason::Replaced => Reason::Rehandshake,
+            CloseReason::CounterExhausted => Reason::KeyExpired,
+        }
+    }
+
     /// Stable lower_snake_case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -71,7 +84,12 @@ pub enum Event {
     HandshakeStalled { elapsed: Duration },
     /// A session is established and carries traffic. `peer` is the peer's index in the
     /// configuration (always 0 on the laptop).
-    SessionEstablished { session_id: SessionId, peer: usize },
+    SessionEstablished {
+        session_id: SessionId,
+        peer: usize,
+        /// The session this one replaces (after a termination or rehandshake), if any.
+        previous: Option<SessionId>,
+    },
     /// The session is bound to a bearer for the first time (laptop).
     TransportAttached {
         session_id: SessionId,
@@ -120,6 +138,23 @@ pub enum Event {
     SecurityReplayDetected { session_id: SessionId },
     /// No uplink can carry the session (laptop).
     NoUplink { session_id: Option<SessionId> },
+    /// The session state machine made a transition (exactly one per state_version).
+    SessionStateChange {
+        session_id: SessionId,
+        previous_state: State,
+        new_state: State,
+        reason: Reason,
+        state_version: u64,
+    },
+    /// The session reached TERMINATED.
+    SessionTerminated {
+        session_id: SessionId,
+        reason: Reason,
+        state_version: u64,
+        session_age: Duration,
+        /// How long it had been without any usable bearer, if it was.
+        transportless_age: Option<Duration>,
+    },
     /// A session ended.
     SessionClosed {
         session_id: SessionId,

@@ -19,6 +19,7 @@ use super::handshake::{Responder, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::path::ReattachStatus;
 use super::session::{Session, SessionStats};
+use super::state::{Machine, Reason, State};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, SessionId,
@@ -64,6 +65,8 @@ struct GwSession {
     binding: Binding,
     /// The gateway address the laptop sends to; answers leave from it.
     local_ip: Option<IpAddr>,
+    /// The gateway's view of the session's state (M6).
+    machine: Machine,
     confirmed: bool,
 }
 
@@ -81,6 +84,7 @@ pub struct SessionView {
     pub peer: usize,
     pub endpoint: SocketAddr,
     pub validated: bool,
+    pub state: State,
     pub state_version: u64,
     pub stats: SessionStats,
     pub age: Duration,
@@ -228,21 +232,31 @@ impl Gateway {
             return;
         }
         self.next_housekeeping = now + HOUSEKEEPING;
-        let idle = self.proto.session_idle_expiry;
+        let ttl = self.proto.lifecycle.transport_lost_ttl;
+        let lifetime = self.proto.lifecycle.max_lifetime;
         let pending_limit = self.proto.handshake_retry_max * 2;
-        let expired: Vec<(RoutingTag, bool)> = self
+        let expired: Vec<(RoutingTag, Option<Reason>)> = self
             .sessions
             .iter()
             .filter_map(|(tag, s)| {
-                let limit = if s.confirmed { idle } else { pending_limit };
-                (now >= s.session.last_recv + limit).then_some((*tag, s.confirmed))
+                if !s.confirmed {
+                    return (now >= s.session.last_recv + pending_limit).then_some((*tag, None));
+                }
+                if now >= s.session.created + lifetime {
+                    Some((*tag, Some(Reason::SessionLifetimeExceeded)))
+                } else if now >= s.session.last_recv + ttl {
+                    Some((*tag, Some(Reason::TransportTtlExceeded)))
+                } else {
+                    None
+                }
             })
             .collect();
-        for (tag, confirmed) in expired {
-            if confirmed {
-                self.remove_session(tag, CloseReason::IdleExpired);
-            } else {
-                self.forget(tag);
+        for (tag, reason) in expired {
+            match reason {
+                Some(reason) => self.end(tag, reason, CloseReason::IdleExpired, now),
+                None => {
+                    self.forget(tag);
+                }
             }
         }
         let window = self.proto.paths.auth_failure_window;
@@ -267,8 +281,37 @@ impl Gateway {
                     now,
                 );
             }
-            self.remove_session(tag, CloseReason::LocalShutdown);
+            self.end(tag, Reason::LocalShutdown, CloseReason::LocalShutdown, now);
         }
+    }
+
+    /// Operator termination (`jvpn terminate`): TERMINATED with `operator_terminated`, and the
+    /// laptop is told. Returns false for an unknown SessionID.
+    pub fn terminate(&mut self, session_id: SessionId, now: Instant) -> bool {
+        let Some(tag) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.confirmed && s.session.id() == session_id)
+            .map(|(t, _)| *t)
+        else {
+            return false;
+        };
+        if let Some(s) = self.sessions.get(&tag) {
+            let dst = s.binding.current();
+            self.send_control(
+                tag,
+                dst,
+                ControlMessage::Close(CloseReason::PeerClosed),
+                now,
+            );
+        }
+        self.end(
+            tag,
+            Reason::OperatorTerminated,
+            CloseReason::LocalShutdown,
+            now,
+        );
+        true
     }
 
     /// Next owned datagram to send.
@@ -310,7 +353,8 @@ impl Gateway {
                 peer: s.peer,
                 endpoint: s.binding.current(),
                 validated: s.binding.validated(),
-                state_version: s.binding.state_version,
+                state: s.machine.state(),
+                state_version: s.machine.version(),
                 stats: s.session.stats,
                 age: now.saturating_duration_since(s.session.created),
                 since_last_recv: now.saturating_duration_since(s.session.last_recv),
@@ -374,6 +418,7 @@ impl Gateway {
                 peer,
                 binding: Binding::new(remote, self.proto.paths.validation_timeout),
                 local_ip: local,
+                machine: Machine::new(now),
                 confirmed: false,
             },
         );
@@ -440,7 +485,7 @@ impl Gateway {
             s.local_ip = local;
         }
         if !s.confirmed {
-            self.confirm(tag);
+            self.confirm(tag, now);
         }
         let Some(s) = self.sessions.get_mut(&tag) else {
             return Received::Nothing;
@@ -531,7 +576,9 @@ impl Gateway {
         now: Instant,
     ) {
         match msg {
-            ControlMessage::Close(_) => self.remove_session(tag, CloseReason::PeerClosed),
+            ControlMessage::Close(_) => {
+                self.end(tag, Reason::PeerTerminated, CloseReason::PeerClosed, now)
+            }
             ControlMessage::Probe(seq) => {
                 self.send_control(tag, remote, ControlMessage::ProbeAck(seq), now)
             }
@@ -568,8 +615,8 @@ impl Gateway {
         let gw_elapsed = now.saturating_duration_since(s.session.created).as_millis() as u64;
         let reject = if !newest || gw_elapsed.abs_diff(r.elapsed_ms) > max_age.as_millis() as u64 {
             Some(RejectReason::StaleRequest)
-        } else if r.state_version > s.binding.state_version
-            || (r.state_version < s.binding.state_version && remote != s.binding.current())
+        } else if r.state_version > s.machine.version()
+            || (r.state_version < s.machine.version() && remote != s.binding.current())
         {
             Some(RejectReason::StaleStateVersion)
         } else {
@@ -580,7 +627,7 @@ impl Gateway {
                 session_id,
                 status: ReattachStatus::Rejected(reason),
             });
-            let state_version = s.binding.state_version;
+            let state_version = s.machine.version();
             let reply = ControlMessage::ReattachReject {
                 seq: r.seq,
                 reason,
@@ -592,7 +639,7 @@ impl Gateway {
         if remote == s.binding.current() && s.binding.validated() && s.binding.settled() {
             // Already there (a retry whose acknowledgement was lost, or a re-anchor on the same
             // bearer after a silence): acknowledge; the path is proven by this round trip too.
-            let state_version = s.binding.state_version;
+            let state_version = s.machine.version();
             self.send_control(
                 tag,
                 remote,
@@ -609,6 +656,11 @@ impl Gateway {
         let (addr, token) = s
             .binding
             .on_reattach(remote, len, r.old_path_alive, r.seq, token, now);
+        if !r.old_path_alive {
+            // M6: the reattach is the evidence that the old path died.
+            self.transition(tag, State::Volatile, Reason::TransportDead, now);
+            self.transition(tag, State::Recovering, Reason::DeadTransportRecovery, now);
+        }
         tracing::debug!(%session_id, %remote, make_before_break = r.old_path_alive, "reattach; validating the new path");
         self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
     }
@@ -618,8 +670,19 @@ impl Gateway {
             return;
         };
         let session_id = s.session.id();
-        let state_version = s.binding.state_version;
         let dst = s.binding.current();
+        let recovering = s.machine.state() == State::Recovering;
+        if recovering {
+            match v {
+                Validation::Validated { .. } => {
+                    self.transition(tag, State::Attached, Reason::ReattachSuccess, now)
+                }
+                Validation::Reverted { .. } | Validation::Abandoned { .. } => {
+                    self.transition(tag, State::Degraded, Reason::ReattachValidationFailed, now)
+                }
+            }
+        }
+        let state_version = self.sessions.get(&tag).map_or(0, |s| s.machine.version());
         match v {
             Validation::Validated {
                 reattach_seq,
@@ -728,7 +791,7 @@ impl Gateway {
     }
 
     /// The first authenticated packet on a new session makes it the peer's current one.
-    fn confirm(&mut self, tag: RoutingTag) {
+    fn confirm(&mut self, tag: RoutingTag, now: Instant) {
         let Some(s) = self.sessions.get_mut(&tag) else {
             return;
         };
@@ -738,18 +801,21 @@ impl Gateway {
         if state.pending == Some(tag) {
             state.pending = None;
         }
-        let old = state.current.replace(tag);
-        if let Some(old) = old.filter(|o| *o != tag) {
-            if let Some(gone) = self.sessions.remove(&old) {
-                self.events.push_back(Event::SessionClosed {
-                    session_id: gone.session.id(),
-                    peer,
-                    reason: CloseReason::Replaced,
-                });
-            }
+        let old = state.current.replace(tag).filter(|o| *o != tag);
+        let previous = old
+            .and_then(|o| self.sessions.get(&o))
+            .map(|s| s.session.id());
+        if let Some(old) = old {
+            self.end(old, Reason::Rehandshake, CloseReason::Replaced, now);
+            // `end` cleared the peer's current session if it was the old one; it is the new one.
+            self.peers[peer].current = Some(tag);
         }
-        self.events
-            .push_back(Event::SessionEstablished { session_id, peer });
+        self.events.push_back(Event::SessionEstablished {
+            session_id,
+            peer,
+            previous,
+        });
+        self.transition(tag, State::Attached, Reason::AttachedToTransport, now);
     }
 
     /// Answers a keepalive when we have sent nothing for half a keepalive interval, so the
@@ -809,12 +875,38 @@ impl Gateway {
         self.rng.next_u64().to_le_bytes()
     }
 
-    fn remove_session(&mut self, tag: RoutingTag, reason: CloseReason) {
+    /// Ends a session: TERMINATED with `reason` (reported with its ages), then forgotten.
+    fn end(&mut self, tag: RoutingTag, reason: Reason, close: CloseReason, now: Instant) {
+        self.transition(tag, State::Terminated, reason, now);
         if let Some(s) = self.forget(tag) {
+            self.events.push_back(Event::SessionTerminated {
+                session_id: s.session.id(),
+                reason,
+                state_version: s.machine.version(),
+                session_age: now.saturating_duration_since(s.session.created),
+                transportless_age: None,
+            });
             self.events.push_back(Event::SessionClosed {
                 session_id: s.session.id(),
                 peer: s.peer,
-                reason,
+                reason: close,
+            });
+        }
+    }
+
+    /// Applies a state transition to a session's machine and reports it (refusals are logged
+    /// by the machine and change nothing).
+    fn transition(&mut self, tag: RoutingTag, to: State, reason: Reason, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        if let Ok(t) = s.machine.apply(to, reason, now) {
+            self.events.push_back(Event::SessionStateChange {
+                session_id: s.session.id(),
+                previous_state: t.from,
+                new_state: t.to,
+                reason: t.reason,
+                state_version: t.version,
             });
         }
     }

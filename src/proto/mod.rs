@@ -18,9 +18,12 @@ pub mod gateway;
 pub mod handshake;
 pub mod iptable;
 pub mod keys;
+pub mod lifecycle;
 pub mod path;
 pub mod replay;
 pub mod session;
+pub mod state;
+pub mod status_frame;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -96,6 +99,8 @@ pub enum Timer {
     Reevaluate,
     /// Resend a reattach, or give it up (laptop); resend or expire a path challenge (gateway).
     Reattach,
+    /// A session bound: lifetime, time without a bearer, time VOLATILE.
+    Lifecycle,
 }
 
 /// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.
@@ -211,14 +216,14 @@ pub struct ProtoConfig {
     pub keepalive: Duration,
     /// The laptop replaces a session it heard nothing on for this long.
     pub peer_silent_after: Duration,
-    /// The gateway forgets a session it heard nothing on for this long.
-    pub session_idle_expiry: Duration,
     /// Bits in each replay window.
     pub replay_window_bits: usize,
     /// Minimum spacing of accepted initiations per peer.
     pub initiation_min_interval: Duration,
     /// Paths: probing, silence detection, switching bounds (laptop); validation (gateway).
     pub paths: PathConfig,
+    /// Session bounds: lifetime, time without a bearer, time VOLATILE.
+    pub lifecycle: lifecycle::LifecycleConfig,
 }
 
 /// Timing and bounds of bearer handling, from the policy (`volatility`, `switching`,
@@ -283,10 +288,10 @@ impl Default for ProtoConfig {
             handshake_timeout: Duration::from_millis(90_000),
             keepalive: Duration::from_millis(10_000),
             peer_silent_after: Duration::from_millis(35_000),
-            session_idle_expiry: Duration::from_millis(180_000),
             replay_window_bits: 4096,
             initiation_min_interval: Duration::from_millis(20),
             paths: PathConfig::default(),
+            lifecycle: lifecycle::LifecycleConfig::default(),
         }
     }
 }

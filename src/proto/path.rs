@@ -94,18 +94,29 @@ pub enum PathAction {
         to: BearerClass,
         attempt: u32,
         make_before_break: bool,
+        reason: SwitchReason,
     },
     Switched {
         from: Option<BearerClass>,
         to: BearerClass,
         reason: SwitchReason,
     },
-    Denied(DenyReason),
-    Result(ReattachStatus),
+    /// A switch was not made; `dead` says the active path is dead (so the session is
+    /// unstable), `None` that it was only a preferred bearer.
+    Denied {
+        reason: DenyReason,
+        dead: Option<SwitchReason>,
+    },
+    Result {
+        status: ReattachStatus,
+        make_before_break: bool,
+    },
     /// The gateway refused the session itself (expired or denied): start over.
     SessionRefused(RejectReason),
-    /// No uplink at all can carry the session.
-    NoUplink,
+    /// No uplink at all can carry the session (its active one died for `reason`).
+    NoUplink {
+        reason: SwitchReason,
+    },
 }
 
 #[derive(Debug)]
@@ -207,6 +218,8 @@ impl PathManager {
     pub fn set_live(&mut self, live: bool, now: Instant) {
         self.live = live;
         self.migration = None;
+        // A gateway that confirmed the session is at state_version 1 (BIRTH → ATTACHED).
+        self.acked_state_version = u64::from(live);
         self.last_recv_active = now;
         self.last_probe_active = None;
         self.silent_reported = false;
@@ -268,7 +281,10 @@ impl PathManager {
         self.set_active(m.to);
         self.last_recv_active = now;
         self.silent_reported = false;
-        out.push(PathAction::Result(ReattachStatus::Accepted));
+        out.push(PathAction::Result {
+            status: ReattachStatus::Accepted,
+            make_before_break: m.old_alive,
+        });
         if let Some(to) = self.class_of(m.to) {
             out.push(PathAction::Switched {
                 from,
@@ -290,7 +306,14 @@ impl PathManager {
         let Some(m) = self.migration.take_if(|m| m.seq == seq) else {
             return;
         };
-        out.push(PathAction::Result(ReattachStatus::Rejected(reason)));
+        let transient =
+            reason == RejectReason::StaleStateVersion && state_version > self.acked_state_version;
+        if !transient {
+            out.push(PathAction::Result {
+                status: ReattachStatus::Rejected(reason),
+                make_before_break: m.old_alive,
+            });
+        }
         match reason {
             RejectReason::SessionExpired | RejectReason::PolicyDenied => {
                 out.push(PathAction::SessionRefused(reason))
@@ -312,12 +335,23 @@ impl PathManager {
     /// Sends a refused reattach again under a new sequence number, keeping its deadline.
     fn resume_migration(&mut self, mut m: Migration, now: Instant, out: &mut Vec<PathAction>) {
         if now >= m.started + self.cfg.recovery_window {
-            out.push(PathAction::Result(ReattachStatus::TimedOut));
+            out.push(PathAction::Result {
+                status: ReattachStatus::TimedOut,
+                make_before_break: m.old_alive,
+            });
             return;
         }
         self.seq = self.seq.wrapping_add(1).max(1);
         m.seq = self.seq;
         m.attempt += 1;
+        if let Some(class) = self.class_of(m.to) {
+            out.push(PathAction::Attempt {
+                to: class,
+                attempt: m.attempt,
+                make_before_break: m.old_alive,
+                reason: m.reason,
+            });
+        }
         m.next_retry = now + self.cfg.reattach_retry;
         out.push(PathAction::Reattach {
             via: m.to,
@@ -417,8 +451,11 @@ impl PathManager {
             .as_ref()
             .is_some_and(|m| !self.uplinks.contains_key(&m.to))
         {
-            self.migration = None;
-            out.push(PathAction::Result(ReattachStatus::TimedOut));
+            let m = self.migration.take().expect("checked above");
+            out.push(PathAction::Result {
+                status: ReattachStatus::TimedOut,
+                make_before_break: m.old_alive,
+            });
         }
         if first || !self.live {
             // Before a session exists there is nothing to reattach: just pick the best.
@@ -463,7 +500,7 @@ impl PathManager {
                 Some(self.retry_switch_at.map_or(stable_at, |t| t.min(stable_at)));
             return;
         }
-        if self.allowed(now, out) {
+        if self.allowed(now, None, out) {
             self.start_migration(best, SwitchReason::PreferredAvailable, true, now, out);
         }
     }
@@ -480,11 +517,11 @@ impl PathManager {
                 self.active
             }
             None => {
-                out.push(PathAction::NoUplink);
+                out.push(PathAction::NoUplink { reason });
                 return;
             }
         };
-        if self.allowed(now, out) {
+        if self.allowed(now, Some(reason), out) {
             self.start_migration(target, reason, false, now, out);
         }
     }
@@ -522,6 +559,7 @@ impl PathManager {
                 to: class,
                 attempt,
                 make_before_break: old_alive,
+                reason,
             });
         }
         out.push(PathAction::Reattach {
@@ -537,7 +575,10 @@ impl PathManager {
         };
         if now >= m.started + self.cfg.recovery_window {
             let m = self.migration.take().expect("checked above");
-            out.push(PathAction::Result(ReattachStatus::TimedOut));
+            out.push(PathAction::Result {
+                status: ReattachStatus::TimedOut,
+                make_before_break: m.old_alive,
+            });
             if let Some(u) = self.uplinks.get_mut(&m.to) {
                 u.failed = true;
             }
@@ -609,7 +650,12 @@ impl PathManager {
     }
 
     /// Applies the switch bounds; reports a denial and schedules the retry.
-    fn allowed(&mut self, now: Instant, out: &mut Vec<PathAction>) -> bool {
+    fn allowed(
+        &mut self,
+        now: Instant,
+        dead: Option<SwitchReason>,
+        out: &mut Vec<PathAction>,
+    ) -> bool {
         let minute = Duration::from_secs(60);
         while self.attempts.front().is_some_and(|t| now >= *t + minute) {
             self.attempts.pop_front();
@@ -627,7 +673,7 @@ impl PathManager {
         };
         match denied {
             Some((reason, retry)) => {
-                out.push(PathAction::Denied(reason));
+                out.push(PathAction::Denied { reason, dead });
                 self.retry_switch_at = Some(retry);
                 false
             }
