@@ -38,11 +38,19 @@ pub enum Command {
     Gateway {
         #[arg(long)]
         config: PathBuf,
+        /// Write events as JSON lines to PATH, or to stdout with `-` (repeatable; replaces the
+        /// config's `events`).
+        #[arg(long, value_name = "PATH|-")]
+        events: Vec<crate::events::SinkSpec>,
     },
     /// Bring the laptop's tunnel up and run it in the foreground.
     Up {
         #[arg(long)]
         config: PathBuf,
+        /// Write events as JSON lines to PATH, or to stdout with `-` (repeatable; replaces the
+        /// config's `events`).
+        #[arg(long, value_name = "PATH|-")]
+        events: Vec<crate::events::SinkSpec>,
     },
     /// Media probe: send or receive a call-like packet stream and measure loss, silences,
     /// jitter and voice quality (run it through the tunnel while switching bearers).
@@ -50,6 +58,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::probe::ProbeCommand,
     },
+    /// Show the running node's sessions, states, bearers and counters.
+    Status(crate::control::cli::StatusArgs),
+    /// Follow the running node's events as JSON lines (--follow).
+    Events(crate::control::cli::EventsArgs),
+    /// Terminate a session (reason operator_terminated).
+    Terminate(crate::control::cli::TerminateArgs),
 }
 
 impl Cli {
@@ -70,15 +84,18 @@ impl Cli {
                 print!("{}", policy::check_file(&file)?);
                 Ok(())
             }
-            Command::Gateway { config } => {
+            Command::Gateway { config, events } => {
                 let cfg = GatewayConfig::from_file(&config)?;
-                runtime()?.block_on(crate::node::run_gateway(cfg))
+                runtime()?.block_on(crate::node::run_gateway(cfg, events))
             }
-            Command::Up { config } => {
+            Command::Up { config, events } => {
                 let cfg = LaptopConfig::from_file(&config)?;
-                runtime()?.block_on(crate::node::run_laptop(cfg))
+                runtime()?.block_on(crate::node::run_laptop(cfg, events))
             }
             Command::Probe { cmd } => crate::probe::run(cmd),
+            Command::Status(args) => crate::control::cli::status(args),
+            Command::Events(args) => crate::control::cli::events(args),
+            Command::Terminate(args) => crate::control::cli::terminate(args),
         }
     }
 }

@@ -14,12 +14,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::control::{ControlRequest, NodeRole, SessionStatus, StatusReport};
 
 use crate::proto::client::Client;
 use crate::proto::gateway::Gateway;
 use crate::proto::path::Uplink;
 use crate::proto::{
-    Event, OwnedTransmit, Received, Timestamp, Transmit, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
+    Event, OwnedTransmit, Received, SessionId, Timestamp, Transmit, UplinkId, TUN_HEADROOM,
+    TUN_TAILROOM,
 };
 use crate::sys::pktinfo;
 use crate::sys::tun::Tun;
@@ -50,6 +54,90 @@ pub trait Core {
     fn poll_transmit(&mut self) -> Option<OwnedTransmit>;
     fn poll_event(&mut self) -> Option<Event>;
     fn poll_timeout(&self) -> Option<Instant>;
+    /// Drop counters, for `jvpn status`.
+    fn drop_counts(&self) -> &crate::proto::DropCounters;
+    /// Sessions, for `jvpn status`.
+    fn status(&self, _now: Instant) -> Vec<SessionStatus> {
+        Vec::new()
+    }
+    /// `jvpn terminate`.
+    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String>;
+    /// The session's current state_version (for events that do not carry one).
+    fn state_version(&self, session_id: SessionId) -> Option<u64>;
+}
+
+/// The control socket's side of the loop: requests to answer, and what `jvpn status` says
+/// about the node itself.
+pub struct Control {
+    pub requests: mpsc::Receiver<ControlRequest>,
+    pub info: NodeInfo,
+}
+
+/// What `jvpn status` says about the node itself.
+pub struct NodeInfo {
+    pub role: NodeRole,
+    pub node_id: String,
+    pub policy_version: String,
+    pub tunnel: String,
+    pub started: Instant,
+}
+
+fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
+    let now = Instant::now();
+    match req {
+        ControlRequest::Status { reply } => {
+            let uptime = now.saturating_duration_since(info.started).as_millis() as u64;
+            let mut r = StatusReport::new(
+                info.role,
+                info.node_id.clone(),
+                info.policy_version.clone(),
+                uptime,
+            );
+            r.tunnel = Some(info.tunnel.clone());
+            r.drops = core
+                .drop_counts()
+                .nonzero()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            r.sessions = core.status(now);
+            let _ = reply.send(r);
+        }
+        ControlRequest::Terminate { session_id, reply } => {
+            let answer = match parse_session_id(&session_id) {
+                Some(id) => core.terminate(id, now),
+                None => Err(format!("{session_id:?} is not a SessionID (32 hex digits)")),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+fn parse_session_id(s: &str) -> Option<SessionId> {
+    let s = s.trim();
+    if s.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(SessionId(id))
+}
+
+fn session_status(s: &crate::proto::session::Session, now: Instant) -> SessionStatus {
+    let stats = &s.stats;
+    let mut st = SessionStatus::new(s.id().to_hex());
+    st.tx_packets = Some(stats.tx_packets);
+    st.tx_bytes = Some(stats.tx_bytes);
+    st.rx_packets = Some(stats.rx_packets);
+    st.rx_bytes = Some(stats.rx_bytes);
+    st.replays = Some(stats.replays);
+    st.auth_failures = Some(stats.auth_failures);
+    st.key_epoch = Some(u64::from(s.epoch()));
+    st.key_age_ms = Some(now.saturating_duration_since(s.key_installed()).as_millis() as u64);
+    st.last_authenticated_ms = Some(now.saturating_duration_since(s.last_recv).as_millis() as u64);
+    st.age_ms = Some(now.saturating_duration_since(s.created).as_millis() as u64);
+    st
 }
 
 impl Core for Client {
@@ -88,6 +176,46 @@ impl Core for Client {
     fn poll_timeout(&self) -> Option<Instant> {
         Client::poll_timeout(self).map(|(t, _)| t)
     }
+    fn drop_counts(&self) -> &crate::proto::DropCounters {
+        Client::drops(self)
+    }
+    fn status(&self, now: Instant) -> Vec<SessionStatus> {
+        let Some(s) = self.session() else {
+            return Vec::new();
+        };
+        let mut st = session_status(s, now);
+        st.peer = Some("gateway".into());
+        if let Some((state, version)) = self.state() {
+            st.state = Some(state.name().into());
+            st.state_version = Some(version);
+        }
+        let active = self.paths().active();
+        st.bearer = self
+            .paths()
+            .uplinks()
+            .find(|u| u.id == active)
+            .map(|u| u.name.clone());
+        st.bearer_class = self.paths().class_of(active).map(|c| c.as_str().into());
+        vec![st]
+    }
+    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String> {
+        match self.session() {
+            Some(s) if s.id() == session_id => {
+                Client::terminate(self, crate::proto::state::Reason::OperatorTerminated, now);
+                Ok(format!(
+                    "session {} terminated (operator_terminated); a new session follows",
+                    session_id.to_hex()
+                ))
+            }
+            _ => Err(format!("no session {} on this laptop", session_id.to_hex())),
+        }
+    }
+    fn state_version(&self, session_id: SessionId) -> Option<u64> {
+        match (self.session(), self.state()) {
+            (Some(s), Some((_, v))) if s.id() == session_id => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Core for Gateway {
@@ -121,6 +249,48 @@ impl Core for Gateway {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         Gateway::poll_timeout(self).map(|(t, _)| t)
+    }
+    fn drop_counts(&self) -> &crate::proto::DropCounters {
+        Gateway::drops(self)
+    }
+    fn status(&self, now: Instant) -> Vec<SessionStatus> {
+        self.sessions(now)
+            .into_iter()
+            .map(|v| {
+                let mut st = SessionStatus::new(v.session_id.to_hex());
+                st.peer = Some(v.peer.to_string());
+                st.state = Some(v.state.name().into());
+                st.state_version = Some(v.state_version);
+                st.remote = Some(v.endpoint.to_string());
+                st.tx_packets = Some(v.stats.tx_packets);
+                st.tx_bytes = Some(v.stats.tx_bytes);
+                st.rx_packets = Some(v.stats.rx_packets);
+                st.rx_bytes = Some(v.stats.rx_bytes);
+                st.replays = Some(v.stats.replays);
+                st.auth_failures = Some(v.stats.auth_failures);
+                st.key_epoch = Some(u64::from(v.key_epoch));
+                st.key_age_ms = Some(v.key_age.as_millis() as u64);
+                st.age_ms = Some(v.age.as_millis() as u64);
+                st.last_authenticated_ms = Some(v.since_last_recv.as_millis() as u64);
+                st
+            })
+            .collect()
+    }
+    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String> {
+        if Gateway::terminate(self, session_id, now) {
+            Ok(format!(
+                "session {} terminated (operator_terminated)",
+                session_id.to_hex()
+            ))
+        } else {
+            Err(format!(
+                "no session {} on this gateway",
+                session_id.to_hex()
+            ))
+        }
+    }
+    fn state_version(&self, session_id: SessionId) -> Option<u64> {
+        Gateway::state_version(self, session_id)
     }
 }
 
@@ -279,7 +449,8 @@ pub async fn run<C: Core>(
     tun: &Tun,
     sockets: &mut Sockets,
     mut uplinks: Option<UplinkWatch>,
-    mut on_event: impl FnMut(&Event),
+    mut on_event: impl FnMut(&Event, Option<u64>),
+    mut control: Option<Control>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut tun_buf = vec![0u8; TUN_HEADROOM + MAX_PACKET + TUN_TAILROOM];
@@ -309,6 +480,12 @@ pub async fn run<C: Core>(
         let uplink_change = async {
             match uplinks.as_mut() {
                 Some(w) => w.next_change().await,
+                None => std::future::pending().await,
+            }
+        };
+        let control_request = async {
+            match control.as_mut() {
+                Some(c) => c.requests.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -352,6 +529,10 @@ pub async fn run<C: Core>(
                 }
             }
             _ = sleep => core.handle_timeout(Instant::now()),
+            req = control_request => match (req, control.as_ref()) {
+                (Some(req), Some(c)) => answer_control(core, req, &c.info),
+                _ => control = None,
+            },
         }
     }
 }
@@ -397,7 +578,7 @@ async fn flush<C: Core>(
     core: &mut C,
     sockets: &Sockets,
     errors: &mut SendErrors,
-    on_event: &mut impl FnMut(&Event),
+    on_event: &mut impl FnMut(&Event, Option<u64>),
 ) {
     loop {
         while let Some(t) = core.poll_transmit() {
@@ -408,7 +589,8 @@ async fn flush<C: Core>(
         }
         let mut any = false;
         while let Some(e) = core.poll_event() {
-            on_event(&e);
+            let version = crate::event_map::session_of(&e).and_then(|id| core.state_version(id));
+            on_event(&e, version);
             any = true;
         }
         if !any {

@@ -9,6 +9,7 @@ use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use crate::driver;
+use crate::events::SinkSpec;
 use crate::identity::{Identity, PublicKey};
 use crate::policy::{
     BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey, RecoveryExpiry,
@@ -16,6 +17,7 @@ use crate::policy::{
 use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
 use crate::proto::lifecycle::LifecycleConfig;
+use crate::proto::rekey::KeyLimits;
 use crate::proto::{Event, PathConfig, ProtoConfig, StaticKeys};
 use crate::sys::uplinks::UplinkWatch;
 use crate::sys::{privileges, tun::Tun};
@@ -39,6 +41,14 @@ pub fn proto_config(policy: &Policy) -> ProtoConfig {
             volatile_to_degraded: policy.volatility.volatile_to_degraded,
             terminate_on_recovery_expiry: policy.switching.on_recovery_expiry
                 == RecoveryExpiry::Terminated,
+        },
+        keys: KeyLimits {
+            rekey_after: policy.keys.rekey_after,
+            rekey_after_packets: policy.keys.rekey_after_packets,
+            key_max_age: policy.keys.key_max_age,
+            grace: policy.keys.rekey_grace,
+            min_rekey_interval: policy.keys.min_rekey_interval,
+            on_transport_change: true,
         },
     }
 }
@@ -67,6 +77,18 @@ pub fn path_config(policy: &Policy) -> PathConfig {
     }
 }
 
+/// Event sinks: `--events` when given (replacing the config's), else the config's `events`.
+fn sinks(configured: Option<&std::path::PathBuf>, cli: Vec<SinkSpec>) -> Vec<SinkSpec> {
+    if !cli.is_empty() {
+        return cli;
+    }
+    configured
+        .cloned()
+        .map(SinkSpec::File)
+        .into_iter()
+        .collect()
+}
+
 fn static_keys(id: &Identity) -> StaticKeys {
     StaticKeys {
         private: id.x25519_private(),
@@ -83,7 +105,7 @@ fn seed() -> u64 {
 }
 
 /// Runs the laptop side in the foreground.
-pub async fn run_laptop(cfg: LaptopConfig) -> anyhow::Result<()> {
+pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Result<()> {
     let identity = Identity::read(&cfg.identity)?;
     let gateway_key = PublicKey::from(cfg.gateway.public_key);
     let mut inner_routes: Vec<IpNet> = cfg.tunnel.addresses.iter().map(|a| a.trunc()).collect();
@@ -103,6 +125,19 @@ pub async fn run_laptop(cfg: LaptopConfig) -> anyhow::Result<()> {
         cfg.policy.bearers.clone(),
     )
     .context("failed to watch the network interfaces over netlink")?;
+    let hub = crate::events::EventHub::new(sinks(cfg.events.as_ref(), events))?;
+    let socket = crate::control::socket_path_for(cfg.control_socket.as_deref(), &cfg.tunnel.name)?;
+    let server = crate::control::ControlServer::bind(&socket)?;
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    let control_task = tokio::spawn(server.serve(control_tx, hub.clone()));
+    let info = driver::NodeInfo {
+        role: crate::control::NodeRole::Laptop,
+        node_id: identity.public().to_string(),
+        policy_version: cfg.policy.version.clone(),
+        tunnel: tun.name.clone(),
+        started: Instant::now(),
+    };
+    let (node_id, policy_version) = (info.node_id.clone(), info.policy_version.clone());
     privileges::drop_all();
     tracing::info!(
         public_key = %identity.public(),
@@ -125,17 +160,27 @@ pub async fn run_laptop(cfg: LaptopConfig) -> anyhow::Result<()> {
         &tun,
         &mut sockets,
         Some(watch),
-        log,
+        |e: &Event, v: Option<u64>| {
+            log(e);
+            hub.emit(&crate::event_map::record(e, &node_id, &policy_version, v));
+        },
+        Some(driver::Control {
+            requests: control_rx,
+            info,
+        }),
         shutdown_signal(),
     )
     .await?;
+    control_task.abort();
+    let _ = control_task.await;
+    hub.flush(Duration::from_secs(1));
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "laptop stopped");
     Ok(())
 }
 
 /// Runs the gateway in the foreground.
-pub async fn run_gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
+pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::Result<()> {
     let identity = Identity::read(&cfg.identity)?;
     let mut routes: Vec<IpNet> = Vec::new();
     let peers: Vec<PeerSpec> = cfg
@@ -173,6 +218,19 @@ pub async fn run_gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
                 cfg.listen
             )
         })?;
+    let hub = crate::events::EventHub::new(sinks(cfg.events.as_ref(), events))?;
+    let socket = crate::control::socket_path_for(cfg.control_socket.as_deref(), &cfg.tunnel.name)?;
+    let server = crate::control::ControlServer::bind(&socket)?;
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+    let control_task = tokio::spawn(server.serve(control_tx, hub.clone()));
+    let info = driver::NodeInfo {
+        role: crate::control::NodeRole::Gateway,
+        node_id: identity.public().to_string(),
+        policy_version: cfg.policy.version.clone(),
+        tunnel: tun.name.clone(),
+        started: Instant::now(),
+    };
+    let (node_id, policy_version) = (info.node_id.clone(), info.policy_version.clone());
     privileges::drop_all();
     tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");
     let core_cfg = gateway::GatewayConfig {
@@ -182,7 +240,26 @@ pub async fn run_gateway(cfg: GatewayConfig) -> anyhow::Result<()> {
     };
     let mut core = Gateway::new(core_cfg, seed(), Instant::now());
     let log = |e: &Event| log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
-    driver::run(&mut core, &tun, &mut sockets, None, log, shutdown_signal()).await?;
+    let emit = |e: &Event, v: Option<u64>| {
+        log(e);
+        hub.emit(&crate::event_map::record(e, &node_id, &policy_version, v));
+    };
+    driver::run(
+        &mut core,
+        &tun,
+        &mut sockets,
+        None,
+        emit,
+        Some(driver::Control {
+            requests: control_rx,
+            info,
+        }),
+        shutdown_signal(),
+    )
+    .await?;
+    control_task.abort();
+    let _ = control_task.await;
+    hub.flush(Duration::from_secs(1));
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "gateway stopped");
     Ok(())
@@ -236,6 +313,16 @@ fn log_event(e: &Event, peer_name: &dyn Fn(usize) -> String) {
         }
         Event::NoUplink { session_id } => {
             tracing::warn!(session_id = ?session_id.map(|s| s.to_hex()), "no usable uplink; waiting for one")
+        }
+        Event::KeyRotated { session_id, epoch, trigger } => {
+            tracing::info!(%session_id, epoch, trigger = trigger.code(), "keys rotated")
+        }
+        Event::RekeyDenied { session_id, trigger, reason } => {
+            tracing::info!(%session_id, trigger = trigger.code(), reason = reason.code(), "rekey denied")
+        }
+        Event::KeyExpired { session_id, epoch } => tracing::warn!(%session_id, epoch, "keys expired without a rekey"),
+        Event::SecurityKeyCompromiseSuspected { session_id, evidence } => {
+            tracing::warn!(%session_id, evidence, "key compromise suspected; session terminated")
         }
         Event::SessionClosed { session_id, peer, reason } => {
             tracing::info!(%session_id, peer = %peer_name(*peer), reason = reason.name(), "session closed")

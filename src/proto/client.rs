@@ -19,6 +19,7 @@ use super::iptable::IpTable;
 use super::keys::SessionId;
 use super::lifecycle::Lifecycle;
 use super::path::{PathAction, PathManager, Uplink};
+use super::rekey::{self, Ephemeral, RekeyDenial, RekeyTrigger};
 use super::session::Session;
 use super::state::{Reason, State};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
@@ -29,6 +30,8 @@ use super::{
 
 /// Packets held while no session exists.
 const QUEUE_LIMIT: usize = 64;
+/// Authenticated but senseless control packets tolerated per session (S9).
+pub const BAD_CONTROL_LIMIT: u32 = 8;
 
 /// What the laptop core needs to know.
 #[derive(Debug)]
@@ -72,6 +75,12 @@ pub struct Client {
     start_at: Option<Instant>,
     /// The current session's state machine and bounds.
     life: Option<Lifecycle>,
+    /// A rekey this laptop started and the gateway has not answered yet.
+    rekey: Option<rekey::Pending>,
+    /// No rekey before this (after one that got no answer).
+    next_rekey_allowed: Option<Instant>,
+    /// Authenticated control packets that made no sense (S9 evidence).
+    bad_controls: u32,
     /// The last session that ended (reported as `previous` of the next one).
     previous: Option<SessionId>,
     events_buf: Vec<Event>,
@@ -102,6 +111,9 @@ impl Client {
             shut_down: false,
             start_at: None,
             life: None,
+            rekey: None,
+            next_rekey_allowed: None,
+            bad_controls: 0,
             previous: None,
             events_buf: Vec::new(),
         };
@@ -224,6 +236,7 @@ impl Client {
         self.paths.on_timeout(now, &mut actions);
         self.run_actions(&mut actions, now);
         self.actions = actions;
+        self.key_timers(now);
         if let Some(life) = self.life.as_mut() {
             let end = life.on_timeout(now, &mut self.events_buf);
             self.events.extend(self.events_buf.drain(..));
@@ -309,6 +322,18 @@ impl Client {
             consider(life.poll_timeout(), Timer::Lifecycle);
         }
         if let Some(s) = &self.session {
+            let k = &self.cfg.proto.keys;
+            consider(s.key_installed() + k.key_max_age, Timer::Rekey);
+            match &self.rekey {
+                Some(p) => consider(p.next_retry, Timer::Rekey),
+                None => consider(
+                    (s.key_installed() + k.rekey_after)
+                        .max(self.next_rekey_allowed.unwrap_or(s.created)),
+                    Timer::Rekey,
+                ),
+            }
+        }
+        if let Some(s) = &self.session {
             consider(s.last_send + self.cfg.proto.keepalive, Timer::Keepalive);
             consider(
                 s.last_recv + self.cfg.proto.peer_silent_after,
@@ -385,6 +410,11 @@ impl Client {
             session_id,
             class: self.paths.class_of(self.paths.active()),
         });
+        let mut session = session;
+        session.set_grace(self.cfg.proto.keys.grace);
+        self.rekey = None;
+        self.next_rekey_allowed = None;
+        self.bad_controls = 0;
         let mut life = Lifecycle::new(session_id, self.cfg.proto.lifecycle.clone(), now);
         life.attach(now, &mut self.events_buf);
         self.events.extend(self.events_buf.drain(..));
@@ -411,6 +441,9 @@ impl Client {
             Ok(o) => o,
             Err(reason) => {
                 self.drops.count(reason);
+                if reason == DropReason::Replay && kind == SealedKind::Control {
+                    self.start_rekey(RekeyTrigger::SecurityEvent, now);
+                }
                 return Received::Nothing;
             }
         };
@@ -436,7 +469,7 @@ impl Client {
             SealedKind::Control => {
                 match ControlMessage::decode(&datagram[opened.plaintext]) {
                     Some(m) => self.on_control(m, via, now),
-                    None => self.drops.count(DropReason::BadControl),
+                    None => self.bad_control(now),
                 }
                 Received::Nothing
             }
@@ -462,9 +495,11 @@ impl Client {
                 .paths
                 .on_reattach_reject(seq, reason, state_version, now, &mut actions),
             ControlMessage::ProbeAck(_) => {}
+            ControlMessage::RekeyResp { epoch, public } => self.on_rekey_resp(epoch, &public, now),
             ControlMessage::Probe(_)
             | ControlMessage::PathResponse(_)
-            | ControlMessage::Reattach(_) => self.drops.count(DropReason::BadControl),
+            | ControlMessage::Reattach(_)
+            | ControlMessage::RekeyInit { .. } => self.bad_control(now),
         }
         self.run_actions(&mut actions, now);
         self.actions = actions;
@@ -486,8 +521,12 @@ impl Client {
             }
             // Report what was decided first, then the state change it caused.
             let state_events: Vec<Event> = self.events_buf.drain(..).collect();
+            let switched = matches!(a, PathAction::Switched { .. });
             self.report_action(session_id, a, now);
             self.events.extend(state_events);
+            if switched && self.cfg.proto.keys.on_transport_change {
+                self.start_rekey(RekeyTrigger::TransportChange, now);
+            }
             if let Some(reason) = end {
                 self.terminate(reason, now);
                 return;
@@ -637,6 +676,129 @@ impl Client {
                 peer: 0,
                 reason,
             });
+        }
+    }
+
+    /// Starts a rekey for `trigger` (bounded: one at a time, at most one per
+    /// `min_rekey_interval`; a refusal is reported as `RekeyDenied`).
+    pub fn start_rekey(&mut self, trigger: RekeyTrigger, now: Instant) {
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let session_id = s.id();
+        let limits = &self.cfg.proto.keys;
+        let denial = if self.rekey.is_some() {
+            Some(RekeyDenial::InProgress)
+        } else if now < s.key_installed() + limits.min_rekey_interval
+            || self.next_rekey_allowed.is_some_and(|t| now < t)
+        {
+            Some(RekeyDenial::RateLimited)
+        } else {
+            None
+        };
+        if let Some(reason) = denial {
+            self.events.push_back(Event::RekeyDenied {
+                session_id,
+                trigger,
+                reason,
+            });
+            return;
+        }
+        let epoch = s.epoch() + 1;
+        let ephemeral = Ephemeral::generate(&mut self.rng);
+        let msg = ControlMessage::RekeyInit {
+            epoch,
+            public: ephemeral.public,
+        };
+        self.rekey = Some(rekey::Pending {
+            epoch,
+            ephemeral,
+            trigger,
+            started: now,
+            next_retry: now + rekey::RETRY,
+            tries: 1,
+        });
+        self.send_control(self.paths.active(), msg, now);
+    }
+
+    /// Key expiry, rekey thresholds and RekeyInit retransmissions.
+    fn key_timers(&mut self, now: Instant) {
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let (session_id, epoch) = (s.id(), s.epoch());
+        let limits = self.cfg.proto.keys.clone();
+        let age = now.saturating_duration_since(s.key_installed());
+        if age >= limits.key_max_age {
+            self.events
+                .push_back(Event::KeyExpired { session_id, epoch });
+            self.terminate(Reason::KeyExpired, now);
+            return;
+        }
+        let due = age >= limits.rekey_after || s.epoch_packets() >= limits.rekey_after_packets;
+        match self.rekey.as_mut() {
+            Some(p) if now >= p.next_retry && p.tries >= rekey::MAX_TRIES => {
+                let trigger = p.trigger;
+                self.rekey = None;
+                self.next_rekey_allowed = Some(now + limits.min_rekey_interval);
+                self.events.push_back(Event::RekeyDenied {
+                    session_id,
+                    trigger,
+                    reason: RekeyDenial::NoResponse,
+                });
+            }
+            Some(p) if now >= p.next_retry => {
+                p.tries += 1;
+                p.next_retry = now + rekey::RETRY;
+                let msg = ControlMessage::RekeyInit {
+                    epoch: p.epoch,
+                    public: p.ephemeral.public,
+                };
+                self.send_control(self.paths.active(), msg, now);
+            }
+            Some(_) => {}
+            None if due && self.next_rekey_allowed.is_none_or(|t| now >= t) => {
+                self.start_rekey(RekeyTrigger::TimeElapsed, now)
+            }
+            None => {}
+        }
+    }
+
+    fn on_rekey_resp(&mut self, epoch: u32, public: &[u8; 32], now: Instant) {
+        let Some(p) = self.rekey.take_if(|p| p.epoch == epoch) else {
+            // A retransmitted answer for an epoch already installed.
+            return;
+        };
+        let Some(shared) = p.ephemeral.shared(public) else {
+            self.bad_control(now);
+            return;
+        };
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        s.install_epoch(epoch, &shared, now);
+        let session_id = s.id();
+        self.events.push_back(Event::KeyRotated {
+            session_id,
+            epoch,
+            trigger: p.trigger,
+        });
+    }
+
+    /// An authenticated control packet that makes no sense: only a holder of the session's
+    /// keys can produce one, so past a small bound it is evidence of compromise (S9).
+    fn bad_control(&mut self, now: Instant) {
+        self.drops.count(DropReason::BadControl);
+        self.bad_controls += 1;
+        if self.bad_controls > BAD_CONTROL_LIMIT {
+            if let Some(s) = self.session.as_ref() {
+                self.events
+                    .push_back(Event::SecurityKeyCompromiseSuspected {
+                        session_id: s.id(),
+                        evidence: "malformed_authenticated_control",
+                    });
+            }
+            self.terminate(Reason::SecurityFailure, now);
         }
     }
 

@@ -14,6 +14,8 @@
 //! PathResponse    0:type=6 1..9:token
 //! Probe           0:type=7 1..5:seq u32
 //! ProbeAck        0:type=8 1..5:seq u32
+//! RekeyInit       0:type=9 1..5:epoch u32 5..37:X25519 public key (initiator's ephemeral)
+//! RekeyResp       0:type=10 1..5:epoch u32 5..37:X25519 public key (responder's ephemeral)
 //! ```
 
 use super::CloseReason;
@@ -26,6 +28,8 @@ const TYPE_PATH_CHALLENGE: u8 = 5;
 const TYPE_PATH_RESPONSE: u8 = 6;
 const TYPE_PROBE: u8 = 7;
 const TYPE_PROBE_ACK: u8 = 8;
+const TYPE_REKEY_INIT: u8 = 9;
+const TYPE_REKEY_RESP: u8 = 10;
 
 /// Plaintext length of a Reattach (padded).
 pub const REATTACH_LEN: usize = 256;
@@ -108,6 +112,16 @@ pub enum ControlMessage {
     PathResponse([u8; 8]),
     Probe(u32),
     ProbeAck(u32),
+    /// Rekey: the initiator's ephemeral public key for key epoch `epoch`.
+    RekeyInit {
+        epoch: u32,
+        public: [u8; 32],
+    },
+    /// Rekey: the responder's ephemeral public key for key epoch `epoch`.
+    RekeyResp {
+        epoch: u32,
+        public: [u8; 32],
+    },
 }
 
 impl ControlMessage {
@@ -165,6 +179,12 @@ impl ControlMessage {
             ControlMessage::PathResponse(t) => put(out, &[&[TYPE_PATH_RESPONSE], &t]),
             ControlMessage::Probe(s) => put(out, &[&[TYPE_PROBE], &s.to_le_bytes()]),
             ControlMessage::ProbeAck(s) => put(out, &[&[TYPE_PROBE_ACK], &s.to_le_bytes()]),
+            ControlMessage::RekeyInit { epoch, public } => {
+                put(out, &[&[TYPE_REKEY_INIT], &epoch.to_le_bytes(), &public])
+            }
+            ControlMessage::RekeyResp { epoch, public } => {
+                put(out, &[&[TYPE_REKEY_RESP], &epoch.to_le_bytes(), &public])
+            }
         }
     }
 
@@ -198,6 +218,14 @@ impl ControlMessage {
             (TYPE_PATH_RESPONSE, 8) => ControlMessage::PathResponse(rest.try_into().ok()?),
             (TYPE_PROBE, 4) => ControlMessage::Probe(u32_at(rest, 0)),
             (TYPE_PROBE_ACK, 4) => ControlMessage::ProbeAck(u32_at(rest, 0)),
+            (TYPE_REKEY_INIT, 36) => ControlMessage::RekeyInit {
+                epoch: u32_at(rest, 0),
+                public: rest[4..36].try_into().ok()?,
+            },
+            (TYPE_REKEY_RESP, 36) => ControlMessage::RekeyResp {
+                epoch: u32_at(rest, 0),
+                public: rest[4..36].try_into().ok()?,
+            },
             _ => return None,
         })
     }
@@ -268,6 +296,14 @@ mod tests {
         round_trip(ControlMessage::PathResponse([8; 8]));
         round_trip(ControlMessage::Probe(5));
         round_trip(ControlMessage::ProbeAck(5));
+        round_trip(ControlMessage::RekeyInit {
+            epoch: 3,
+            public: [7; 32],
+        });
+        round_trip(ControlMessage::RekeyResp {
+            epoch: 3,
+            public: [8; 32],
+        });
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::keys::SessionId;
 use super::path::{DenyReason, ReattachStatus, SwitchReason};
+use super::rekey::{RekeyDenial, RekeyTrigger};
 use super::state::{Reason, State};
 use crate::policy::BearerClass;
 
@@ -154,6 +155,26 @@ pub enum Event {
         session_age: Duration,
         /// How long it had been without any usable bearer, if it was.
         transportless_age: Option<Duration>,
+    },
+    /// The session moved to a new key epoch (same SessionID).
+    KeyRotated {
+        session_id: SessionId,
+        epoch: u32,
+        trigger: RekeyTrigger,
+    },
+    /// A rekey was not made.
+    RekeyDenied {
+        session_id: SessionId,
+        trigger: RekeyTrigger,
+        reason: RekeyDenial,
+    },
+    /// The keys passed `key_max_age_ms` without a rekey; the session ends (`key_expired`).
+    KeyExpired { session_id: SessionId, epoch: u32 },
+    /// Something only a holder of the session's keys could do went wrong (S9); the session
+    /// ends with `security_failure`.
+    SecurityKeyCompromiseSuspected {
+        session_id: SessionId,
+        evidence: &'static str,
     },
     /// A session ended.
     SessionClosed {

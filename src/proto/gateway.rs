@@ -18,6 +18,7 @@ use super::control::{ControlMessage, Reattach, RejectReason, REATTACH_LEN};
 use super::handshake::{Responder, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::path::ReattachStatus;
+use super::rekey::{Ephemeral, RekeyTrigger};
 use super::session::{Session, SessionStats};
 use super::state::{Machine, Reason, State};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
@@ -67,6 +68,10 @@ struct GwSession {
     local_ip: Option<IpAddr>,
     /// The gateway's view of the session's state (M6).
     machine: Machine,
+    /// Our answer to the laptop's latest RekeyInit (epoch, our public key), for retransmits.
+    rekey_resp: Option<(u32, [u8; 32])>,
+    /// Authenticated control packets that made no sense (S9 evidence).
+    bad_controls: u32,
     confirmed: bool,
 }
 
@@ -85,6 +90,8 @@ pub struct SessionView {
     pub endpoint: SocketAddr,
     pub validated: bool,
     pub state: State,
+    pub key_epoch: u32,
+    pub key_age: Duration,
     pub state_version: u64,
     pub stats: SessionStats,
     pub age: Duration,
@@ -234,6 +241,9 @@ impl Gateway {
         self.next_housekeeping = now + HOUSEKEEPING;
         let ttl = self.proto.lifecycle.transport_lost_ttl;
         let lifetime = self.proto.lifecycle.max_lifetime;
+        // The laptop rekeys or ends the session at key_max_age; the gateway enforces it a
+        // grace period later so the two never race.
+        let key_max_age = self.proto.keys.key_max_age + self.proto.keys.grace;
         let pending_limit = self.proto.handshake_retry_max * 2;
         let expired: Vec<(RoutingTag, Option<Reason>)> = self
             .sessions
@@ -244,6 +254,8 @@ impl Gateway {
                 }
                 if now >= s.session.created + lifetime {
                     Some((*tag, Some(Reason::SessionLifetimeExceeded)))
+                } else if now >= s.session.key_installed() + key_max_age {
+                    Some((*tag, Some(Reason::KeyExpired)))
                 } else if now >= s.session.last_recv + ttl {
                     Some((*tag, Some(Reason::TransportTtlExceeded)))
                 } else {
@@ -338,6 +350,14 @@ impl Gateway {
         }
     }
 
+    /// A confirmed session's current state_version.
+    pub fn state_version(&self, session_id: SessionId) -> Option<u64> {
+        self.sessions
+            .values()
+            .find(|s| s.session.id() == session_id)
+            .map(|s| s.machine.version())
+    }
+
     /// Drop counters.
     pub fn drops(&self) -> &DropCounters {
         &self.drops
@@ -354,6 +374,8 @@ impl Gateway {
                 endpoint: s.binding.current(),
                 validated: s.binding.validated(),
                 state: s.machine.state(),
+                key_epoch: s.session.epoch(),
+                key_age: now.saturating_duration_since(s.session.key_installed()),
                 state_version: s.machine.version(),
                 stats: s.session.stats,
                 age: now.saturating_duration_since(s.session.created),
@@ -410,7 +432,9 @@ impl Gateway {
         if let Some(old) = state.pending.replace(tag) {
             self.forget(old);
         }
-        let session = Session::new(root, false, tag, sender, self.proto.replay_window_bits, now);
+        let mut session =
+            Session::new(root, false, tag, sender, self.proto.replay_window_bits, now);
+        session.set_grace(self.proto.keys.grace);
         self.sessions.insert(
             tag,
             GwSession {
@@ -419,6 +443,8 @@ impl Gateway {
                 binding: Binding::new(remote, self.proto.paths.validation_timeout),
                 local_ip: local,
                 machine: Machine::new(now),
+                rekey_resp: None,
+                bad_controls: 0,
                 confirmed: false,
             },
         );
@@ -470,7 +496,9 @@ impl Gateway {
                 match ControlMessage::decode(&datagram[opened.plaintext.clone()]) {
                     Some(m) => Some(m),
                     None => {
-                        self.drops.count(DropReason::BadControl);
+                        if !opened.duplicate {
+                            self.bad_control(tag, now);
+                        }
                         return Received::Nothing;
                     }
                 }
@@ -484,6 +512,18 @@ impl Gateway {
         if local.is_some() {
             s.local_ip = local;
         }
+        if let Some(epoch) = opened.promoted {
+            let session_id = s.session.id();
+            s.rekey_resp = None;
+            self.events.push_back(Event::KeyRotated {
+                session_id,
+                epoch,
+                trigger: RekeyTrigger::PeerInitiated,
+            });
+        }
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return Received::Nothing;
+        };
         if !s.confirmed {
             self.confirm(tag, now);
         }
@@ -591,7 +631,80 @@ impl Gateway {
                 }
             }
             ControlMessage::Reattach(r) => self.on_reattach(tag, r, newest, len, remote, now),
-            _ => self.drops.count(DropReason::BadControl),
+            ControlMessage::RekeyInit { epoch, public } => {
+                self.on_rekey_init(tag, epoch, &public, remote, now)
+            }
+            _ => self.bad_control(tag, now),
+        }
+    }
+
+    /// Rekey responder: prepares the next epoch and answers with its own ephemeral key; the
+    /// epoch becomes current when the first packet under it arrives. A retransmitted
+    /// RekeyInit gets the same answer.
+    fn on_rekey_init(
+        &mut self,
+        tag: RoutingTag,
+        epoch: u32,
+        public: &[u8; 32],
+        remote: SocketAddr,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get(&tag) else {
+            return;
+        };
+        let current = s.session.epoch();
+        let answered = s.rekey_resp.filter(|(e, _)| *e == epoch);
+        let reply = match answered {
+            Some((_, ours)) if epoch == current + 1 || epoch == current => Some(ours),
+            None if epoch == current + 1 => {
+                let ephemeral = Ephemeral::generate(&mut self.rng);
+                match ephemeral.shared(public) {
+                    Some(shared) => {
+                        let s = self.sessions.get_mut(&tag).expect("looked up above");
+                        s.session.prepare_epoch(epoch, &shared, now);
+                        s.rekey_resp = Some((epoch, ephemeral.public));
+                        Some(ephemeral.public)
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        match reply {
+            Some(ours) => self.send_control(
+                tag,
+                remote,
+                ControlMessage::RekeyResp {
+                    epoch,
+                    public: ours,
+                },
+                now,
+            ),
+            None => self.bad_control(tag, now),
+        }
+    }
+
+    /// An authenticated control packet that makes no sense: past a small bound, evidence that
+    /// the session's keys are in the wrong hands (S9).
+    fn bad_control(&mut self, tag: RoutingTag, now: Instant) {
+        self.drops.count(DropReason::BadControl);
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        s.bad_controls += 1;
+        if s.bad_controls > super::client::BAD_CONTROL_LIMIT {
+            let session_id = s.session.id();
+            self.events
+                .push_back(Event::SecurityKeyCompromiseSuspected {
+                    session_id,
+                    evidence: "malformed_authenticated_control",
+                });
+            self.end(
+                tag,
+                Reason::SecurityFailure,
+                CloseReason::LocalShutdown,
+                now,
+            );
         }
     }
 

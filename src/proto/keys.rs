@@ -156,9 +156,11 @@ impl EpochKeys {
     }
 }
 
-/// The session root key (HKDF PRK) and the SessionID it is bound to.
+/// The session root key (HKDF PRK) of one key epoch, the SessionID it is bound to, and the
+/// chaining secret a rekey mixes with fresh Diffie-Hellman output.
 pub struct SessionRoot {
     prk: hkdf::Prk,
+    chain: Zeroizing<[u8; 32]>,
     session_id: SessionId,
 }
 
@@ -169,8 +171,32 @@ impl SessionRoot {
         let mut ikm = Zeroizing::new([0u8; 64]);
         ikm[..32].copy_from_slice(split.0);
         ikm[32..].copy_from_slice(split.1);
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &session_id.0).extract(ikm.as_ref());
-        Self { prk, session_id }
+        Self::from_ikm(session_id, ikm.as_ref(), 0)
+    }
+
+    /// The root of the next key epoch: HKDF over this epoch's chaining secret and a fresh
+    /// X25519 shared secret, so a later compromise of the new keys reveals nothing earlier and a
+    /// compromise of old keys reveals nothing later (the DH secrets are discarded).
+    pub fn rekey(&self, dh_shared: &[u8; 32], epoch: u32) -> Self {
+        let mut ikm = Zeroizing::new([0u8; 64]);
+        ikm[..32].copy_from_slice(self.chain.as_ref());
+        ikm[32..].copy_from_slice(dh_shared);
+        Self::from_ikm(self.session_id, ikm.as_ref(), epoch)
+    }
+
+    fn from_ikm(session_id: SessionId, ikm: &[u8], epoch: u32) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &session_id.0).extract(ikm);
+        let mut chain = Zeroizing::new([0u8; 32]);
+        let e = epoch.to_le_bytes();
+        let info = [b"jvpn/v1 chain".as_slice(), &session_id.0, &e];
+        prk.expand(&info, hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(chain.as_mut()))
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        Self {
+            prk,
+            chain,
+            session_id,
+        }
     }
 
     /// The SessionID.
@@ -247,6 +273,32 @@ mod tests {
         assert!(good.open(2, b"hdr", &mut copy).is_err());
         let mut copy = sealed;
         assert!(good.open(1, b"hdX", &mut copy).is_err());
+    }
+
+    #[test]
+    fn a_rekeyed_epoch_has_new_keys_that_both_ends_agree_on() {
+        let r = root(9);
+        let (a, b) = (r.rekey(&[5; 32], 1), root(9).rekey(&[5; 32], 1));
+        assert_eq!(
+            a.session_id(),
+            r.session_id(),
+            "the SessionID never changes"
+        );
+        let send = EpochKeys::derive(&a, 1, true);
+        let recv = EpochKeys::derive(&b, 1, false);
+        let mut buf = [0u8; 5 + TAG_LEN];
+        buf[..5].copy_from_slice(b"hello");
+        send.send.data.seal(0, b"h", &mut buf, 5);
+        let mut copy = buf;
+        assert!(recv.recv.data.open(0, b"h", &mut copy).is_ok());
+        // Neither the old epoch's keys nor a different DH secret open it.
+        for k in [
+            EpochKeys::derive(&r, 1, false),
+            EpochKeys::derive(&r.rekey(&[6; 32], 1), 1, false),
+        ] {
+            let mut copy = buf;
+            assert!(k.recv.data.open(0, b"h", &mut copy).is_err());
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod iptable;
 pub mod keys;
 pub mod lifecycle;
 pub mod path;
+pub mod rekey;
 pub mod replay;
 pub mod session;
 pub mod state;
@@ -101,6 +102,8 @@ pub enum Timer {
     Reattach,
     /// A session bound: lifetime, time without a bearer, time VOLATILE.
     Lifecycle,
+    /// Start, resend or give up a rekey; expire keys (laptop); expire replaced keys.
+    Rekey,
 }
 
 /// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.
@@ -224,6 +227,8 @@ pub struct ProtoConfig {
     pub paths: PathConfig,
     /// Session bounds: lifetime, time without a bearer, time VOLATILE.
     pub lifecycle: lifecycle::LifecycleConfig,
+    /// Key lifetime: rekey thresholds, maximum key age, grace of replaced keys.
+    pub keys: rekey::KeyLimits,
 }
 
 /// Timing and bounds of bearer handling, from the policy (`volatility`, `switching`,
@@ -292,6 +297,7 @@ impl Default for ProtoConfig {
             initiation_min_interval: Duration::from_millis(20),
             paths: PathConfig::default(),
             lifecycle: lifecycle::LifecycleConfig::default(),
+            keys: rekey::KeyLimits::default(),
         }
     }
 }

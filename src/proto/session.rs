@@ -1,16 +1,21 @@
-//! One established session's crypto state: keys of the current epoch, send counters, and the
-//! replay windows. A packet counts as received only when its tag verifies *and* its counter
-//! is fresh; only then is the counter committed to the window.
+//! One established session's crypto state: keys per epoch, send counters, replay windows and
+//! the rekey bookkeeping. A packet counts as received only when its tag verifies *and* its
+//! counter is fresh; only then is the counter committed to the window.
+//!
+//! Rekey (S6): the header's epoch byte names the key epoch a packet is sealed under. Besides the
+//! current epoch a receiver keeps the previous one for a bounded grace (in-flight packets are
+//! not lost) and, on the responder, the next one from the moment it answered a rekey; the first
+//! packet under the next epoch promotes it. The SessionID never changes.
 
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::keys::{EpochKeys, SessionId, SessionRoot};
 use super::replay::{ReplayWindow, Verdict};
 use super::wire::{self, RoutingTag, SealedKind, HEADER_LEN, TAG_LEN};
 use super::DropReason;
 
-/// A sending counter never reaches this: past it the session must be replaced.
+/// A sending counter never reaches this: past it the epoch must be replaced.
 pub const COUNTER_LIMIT: u64 = u64::MAX - (1 << 16);
 
 /// Counters an operator sees in `status`.
@@ -24,19 +29,51 @@ pub struct SessionStats {
     pub auth_failures: u64,
 }
 
-/// An established session.
+/// The keys, counters and windows of one key epoch.
 #[derive(Debug)]
-pub struct Session {
-    root: SessionRoot,
+struct Epoch {
+    number: u32,
     keys: EpochKeys,
-    /// Tag the peer puts on packets to us.
-    pub local_tag: RoutingTag,
-    /// Tag we put on packets to the peer.
-    pub remote_tag: RoutingTag,
     data_counter: u64,
     control_counter: u64,
     data_window: ReplayWindow,
     control_window: ReplayWindow,
+    installed: Instant,
+}
+
+impl Epoch {
+    fn new(root: &SessionRoot, number: u32, initiator: bool, bits: usize, now: Instant) -> Self {
+        Self {
+            number,
+            keys: EpochKeys::derive(root, number, initiator),
+            data_counter: 0,
+            control_counter: 0,
+            data_window: ReplayWindow::new(bits),
+            control_window: ReplayWindow::new(bits),
+            installed: now,
+        }
+    }
+
+    fn tag_byte(&self) -> u8 {
+        (self.number & 0xff) as u8
+    }
+}
+
+/// An established session.
+#[derive(Debug)]
+pub struct Session {
+    root: SessionRoot,
+    initiator: bool,
+    window_bits: usize,
+    current: Epoch,
+    previous: Option<(Epoch, Instant)>,
+    next: Option<(Epoch, SessionRoot)>,
+    /// How long a replaced epoch still opens packets.
+    grace: Duration,
+    /// Tag the peer puts on packets to us.
+    pub local_tag: RoutingTag,
+    /// Tag we put on packets to the peer.
+    pub remote_tag: RoutingTag,
     pub created: Instant,
     pub last_recv: Instant,
     pub last_send: Instant,
@@ -50,14 +87,16 @@ pub struct Opened {
     /// Plaintext range inside the datagram buffer.
     pub plaintext: Range<usize>,
     pub counter: u64,
-    /// The counter is the newest ever accepted in its family.
+    /// The counter is the newest ever accepted in its family (in the current epoch).
     pub newest: bool,
     /// It authenticated but its counter was already accepted (only with `allow_duplicate`).
     pub duplicate: bool,
+    /// It was the first packet under the next epoch, which is now current.
+    pub promoted: Option<u32>,
 }
 
 impl Session {
-    /// Wraps a fresh handshake's root.
+    /// Wraps a fresh handshake's root (epoch 0).
     pub fn new(
         root: SessionRoot,
         initiator: bool,
@@ -66,16 +105,17 @@ impl Session {
         replay_window_bits: usize,
         now: Instant,
     ) -> Self {
-        let keys = EpochKeys::derive(&root, 0, initiator);
+        let current = Epoch::new(&root, 0, initiator, replay_window_bits, now);
         Self {
             root,
-            keys,
+            initiator,
+            window_bits: replay_window_bits,
+            current,
+            previous: None,
+            next: None,
+            grace: Duration::from_secs(5),
             local_tag,
             remote_tag,
-            data_counter: 0,
-            control_counter: 0,
-            data_window: ReplayWindow::new(replay_window_bits),
-            control_window: ReplayWindow::new(replay_window_bits),
             created: now,
             last_recv: now,
             last_send: now,
@@ -83,22 +123,44 @@ impl Session {
         }
     }
 
+    /// Sets how long a replaced epoch still opens packets.
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
     /// The SessionID.
     pub fn id(&self) -> SessionId {
         self.root.session_id()
+    }
+
+    /// The current key epoch.
+    pub fn epoch(&self) -> u32 {
+        self.current.number
+    }
+
+    /// When the current epoch's keys were installed.
+    pub fn key_installed(&self) -> Instant {
+        self.current.installed
+    }
+
+    /// Packets (data and control) sent under the current epoch.
+    pub fn epoch_packets(&self) -> u64 {
+        self.current.data_counter + self.current.control_counter
     }
 
     /// Seals `buf[HEADER_LEN..HEADER_LEN + len]` in place as a Data packet and returns the
     /// datagram length. `buf` must have room for the tag. Returns `None` when the counter is
     /// exhausted (the session must be replaced).
     pub fn seal_data(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<usize> {
-        let counter = next_counter(&mut self.data_counter)?;
+        let e = &mut self.current;
+        let counter = next_counter(&mut e.data_counter)?;
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += len as u64;
         self.last_send = now;
         Some(seal(
-            &self.keys.send.data,
+            &e.keys.send.data,
             SealedKind::Data,
+            e.tag_byte(),
             self.remote_tag,
             counter,
             buf,
@@ -108,12 +170,14 @@ impl Session {
 
     /// Seals a control message into `buf` (which must hold header + msg + tag).
     pub fn seal_control(&mut self, msg: &[u8], buf: &mut [u8], now: Instant) -> Option<usize> {
-        let counter = next_counter(&mut self.control_counter)?;
+        let e = &mut self.current;
+        let counter = next_counter(&mut e.control_counter)?;
         buf[HEADER_LEN..HEADER_LEN + msg.len()].copy_from_slice(msg);
         self.last_send = now;
         Some(seal(
-            &self.keys.send.control,
+            &e.keys.send.control,
             SealedKind::Control,
+            e.tag_byte(),
             self.remote_tag,
             counter,
             buf,
@@ -132,55 +196,159 @@ impl Session {
         now: Instant,
         allow_duplicate: bool,
     ) -> Result<Opened, DropReason> {
-        let (key, window) = match kind {
-            SealedKind::Data => (&self.keys.recv.data, &mut self.data_window),
-            SealedKind::Control => (&self.keys.recv.control, &mut self.control_window),
-        };
-        let duplicate = match window.check(counter) {
-            Verdict::Fresh => false,
-            Verdict::Duplicate if allow_duplicate => true,
-            Verdict::Duplicate | Verdict::TooOld => {
-                self.stats.replays += 1;
-                return Err(DropReason::Replay);
-            }
-        };
-        let (header, body) = datagram.split_at_mut(HEADER_LEN);
-        let n = match key.open(counter, header, body) {
-            Ok(n) => n,
-            Err(_) => {
-                self.stats.auth_failures += 1;
-                return Err(DropReason::AuthFailed);
-            }
-        };
-        if duplicate {
-            self.stats.replays += 1;
-            return Ok(Opened {
+        let tag = datagram[1];
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
+            self.previous = None;
+        }
+        if tag == self.current.tag_byte() {
+            let e = &mut self.current;
+            return open_in(
+                e,
+                &mut self.stats,
+                &mut self.last_recv,
                 kind,
-                plaintext: HEADER_LEN..HEADER_LEN + n,
                 counter,
-                newest: false,
-                duplicate: true,
-            });
+                datagram,
+                now,
+                allow_duplicate,
+            );
         }
-        let newest = window.commit(counter);
-        self.last_recv = now;
-        if kind == SealedKind::Data {
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += n as u64;
+        if let Some((e, _)) = self.previous.as_mut().filter(|(e, _)| e.tag_byte() == tag) {
+            let mut o = open_in(
+                e,
+                &mut self.stats,
+                &mut self.last_recv,
+                kind,
+                counter,
+                datagram,
+                now,
+                allow_duplicate,
+            )?;
+            // The newest counter of a replaced epoch never moves anything.
+            o.newest = false;
+            return Ok(o);
         }
-        Ok(Opened {
-            kind,
-            plaintext: HEADER_LEN..HEADER_LEN + n,
-            counter,
-            newest,
-            duplicate: false,
-        })
+        if let Some((e, _)) = self.next.as_mut().filter(|(e, _)| e.tag_byte() == tag) {
+            let mut o = open_in(
+                e,
+                &mut self.stats,
+                &mut self.last_recv,
+                kind,
+                counter,
+                datagram,
+                now,
+                allow_duplicate,
+            )?;
+            if !o.duplicate {
+                self.promote(now);
+                o.promoted = Some(self.current.number);
+            }
+            return Ok(o);
+        }
+        self.stats.auth_failures += 1;
+        Err(DropReason::AuthFailed)
     }
 
-    /// Data packets sent so far (the next data counter).
-    pub fn data_sent(&self) -> u64 {
-        self.data_counter
+    /// Initiator: installs epoch `number` derived with `dh` and sends under it at once; the old
+    /// epoch still opens packets for the grace period.
+    pub fn install_epoch(&mut self, number: u32, dh: &[u8; 32], now: Instant) {
+        let root = self.root.rekey(dh, number);
+        let epoch = Epoch::new(&root, number, self.initiator, self.window_bits, now);
+        let old = std::mem::replace(&mut self.current, epoch);
+        self.previous = Some((old, now + self.grace));
+        self.root = root;
+        self.next = None;
     }
+
+    /// Responder: prepares epoch `number` to open packets; it becomes current (and is used for
+    /// sending) when the first packet under it arrives.
+    pub fn prepare_epoch(&mut self, number: u32, dh: &[u8; 32], now: Instant) {
+        let root = self.root.rekey(dh, number);
+        let epoch = Epoch::new(&root, number, self.initiator, self.window_bits, now);
+        self.next = Some((epoch, root));
+    }
+
+    /// The epoch prepared by `prepare_epoch` and not yet in use, if any.
+    pub fn prepared_epoch(&self) -> Option<u32> {
+        self.next.as_ref().map(|(e, _)| e.number)
+    }
+
+    fn promote(&mut self, now: Instant) {
+        let Some((epoch, root)) = self.next.take() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.current, epoch);
+        self.previous = Some((old, now + self.grace));
+        self.root = root;
+    }
+
+    /// Data packets sent so far in the current epoch (the next data counter).
+    pub fn data_sent(&self) -> u64 {
+        self.current.data_counter
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_in(
+    e: &mut Epoch,
+    stats: &mut SessionStats,
+    last_recv: &mut Instant,
+    kind: SealedKind,
+    counter: u64,
+    datagram: &mut [u8],
+    now: Instant,
+    allow_duplicate: bool,
+) -> Result<Opened, DropReason> {
+    let (key, window) = match kind {
+        SealedKind::Data => (&e.keys.recv.data, &mut e.data_window),
+        SealedKind::Control => (&e.keys.recv.control, &mut e.control_window),
+    };
+    let duplicate = match window.check(counter) {
+        Verdict::Fresh => false,
+        Verdict::Duplicate if allow_duplicate => true,
+        Verdict::Duplicate | Verdict::TooOld => {
+            stats.replays += 1;
+            return Err(DropReason::Replay);
+        }
+    };
+    let (header, body) = datagram.split_at_mut(HEADER_LEN);
+    let n = match key.open(counter, header, body) {
+        Ok(n) => n,
+        Err(_) => {
+            stats.auth_failures += 1;
+            return Err(DropReason::AuthFailed);
+        }
+    };
+    let plaintext = HEADER_LEN..HEADER_LEN + n;
+    if duplicate {
+        stats.replays += 1;
+        return Ok(Opened {
+            kind,
+            plaintext,
+            counter,
+            newest: false,
+            duplicate: true,
+            promoted: None,
+        });
+    }
+    let newest = window.commit(counter);
+    *last_recv = now;
+    if kind == SealedKind::Data {
+        stats.rx_packets += 1;
+        stats.rx_bytes += n as u64;
+    }
+    Ok(Opened {
+        kind,
+        plaintext,
+        counter,
+        newest,
+        duplicate: false,
+        promoted: None,
+    })
 }
 
 fn next_counter(c: &mut u64) -> Option<u64> {
@@ -195,12 +363,13 @@ fn next_counter(c: &mut u64) -> Option<u64> {
 fn seal(
     key: &super::keys::AeadKey,
     kind: SealedKind,
+    epoch: u8,
     tag: RoutingTag,
     counter: u64,
     buf: &mut [u8],
     len: usize,
 ) -> usize {
-    wire::write_sealed_header(buf, kind, tag, counter);
+    wire::write_sealed_header(buf, kind, epoch, tag, counter);
     let (header, body) = buf.split_at_mut(HEADER_LEN);
     key.seal(counter, header, body, len);
     HEADER_LEN + len + TAG_LEN

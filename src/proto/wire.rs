@@ -6,12 +6,12 @@
 //! ```text
 //! HandshakeInit  0:type=1 1..4:zero 4..8:sender_tag   8..:noise message 1 (IK, 112 + payload)
 //! HandshakeResp  0:type=2 1..4:zero 4..8:sender_tag   8..12:receiver_tag 12..:noise message 2
-//! Data           0:type=4 1..4:zero 4..8:receiver_tag 8..16:counter 16..:ciphertext ‖ 16-byte tag
-//! Control        0:type=5 1..4:zero 4..8:receiver_tag 8..16:counter 16..:ciphertext ‖ 16-byte tag
+//! Data           0:type=4 1:epoch 2..4:zero 4..8:receiver_tag 8..16:counter 16..:ciphertext ‖ tag
+//! Control        0:type=5 1:epoch 2..4:zero 4..8:receiver_tag 8..16:counter 16..:ciphertext ‖ tag
 //! ```
 //!
 //! The 16-byte header of Data and Control is the AEAD's associated data, so no field that
-//! steers processing is unauthenticated.
+//! steers processing is unauthenticated. `epoch` is the low byte of the key epoch.
 
 /// Type byte of a handshake initiation.
 pub const TYPE_HANDSHAKE_INIT: u8 = 1;
@@ -101,7 +101,9 @@ pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, ParseError> {
     if bytes.len() < min || (exact && bytes.len() != min) {
         return Err(ParseError::BadLength);
     }
-    if bytes[1..4] != [0, 0, 0] {
+    // Sealed packets carry their key epoch in byte 1 (authenticated as part of the header).
+    let reserved = if exact { &bytes[1..4] } else { &bytes[2..4] };
+    if reserved.iter().any(|&b| b != 0) {
         return Err(ParseError::ReservedNotZero);
     }
     let tag_at = |i: usize| {
@@ -135,9 +137,16 @@ pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, ParseError> {
 }
 
 /// Writes a Data/Control header into `out[..HEADER_LEN]`.
-pub fn write_sealed_header(out: &mut [u8], kind: SealedKind, receiver: RoutingTag, counter: u64) {
+pub fn write_sealed_header(
+    out: &mut [u8],
+    kind: SealedKind,
+    epoch: u8,
+    receiver: RoutingTag,
+    counter: u64,
+) {
     out[0] = kind.type_byte();
-    out[1..4].fill(0);
+    out[1] = epoch;
+    out[2..4].fill(0);
     out[4..8].copy_from_slice(&receiver.0.to_le_bytes());
     out[8..16].copy_from_slice(&counter.to_le_bytes());
 }
@@ -195,7 +204,13 @@ mod tests {
     #[test]
     fn sealed_header_round_trip() {
         let mut buf = [0u8; DATA_OVERHEAD + 3];
-        write_sealed_header(&mut buf, SealedKind::Control, RoutingTag(0xdead_beef), 77);
+        write_sealed_header(
+            &mut buf,
+            SealedKind::Control,
+            0,
+            RoutingTag(0xdead_beef),
+            77,
+        );
         assert_eq!(
             parse(&buf),
             Ok(Packet::Sealed {
@@ -213,7 +228,7 @@ mod tests {
         let mut resp = [0u8; RESP_LEN];
         write_resp_header(&mut resp, RoutingTag(1), RoutingTag(2));
         let mut data = [0u8; DATA_OVERHEAD];
-        write_sealed_header(&mut data, SealedKind::Data, RoutingTag(3), 0);
+        write_sealed_header(&mut data, SealedKind::Data, 0, RoutingTag(3), 0);
         for full in [&init[..], &resp[..], &data[..]] {
             assert!(parse(full).is_ok());
             for len in 0..full.len() {
@@ -241,7 +256,7 @@ mod tests {
     fn unknown_type_and_reserved_bits() {
         assert_eq!(parse(&[9u8; 40]), Err(ParseError::UnknownType));
         let mut data = [0u8; DATA_OVERHEAD];
-        write_sealed_header(&mut data, SealedKind::Data, RoutingTag(3), 0);
+        write_sealed_header(&mut data, SealedKind::Data, 0, RoutingTag(3), 0);
         data[2] = 1;
         assert_eq!(parse(&data), Err(ParseError::ReservedNotZero));
         assert_eq!(parse(&[]), Err(ParseError::Empty));

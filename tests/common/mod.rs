@@ -31,6 +31,9 @@ pub enum NodeId {
     Laptop(usize),
 }
 
+/// A selective network fault: datagrams it returns true for are lost.
+pub type DropFilter = Box<dyn Fn(&Datagram) -> bool>;
+
 /// A datagram in flight.
 #[derive(Clone, Debug)]
 pub struct Datagram {
@@ -114,6 +117,8 @@ pub struct World {
     /// When true, the gateway's TUN output addressed to a laptop is routed back into it
     /// (what the kernel does with forwarding on).
     pub hub_forwarding: bool,
+    /// Datagrams for which this returns true are lost (a selective network fault).
+    pub drop_if: Option<DropFilter>,
 }
 
 pub fn identity(seed: u8) -> Identity {
@@ -175,6 +180,7 @@ impl World {
             rng: ChaCha20Rng::seed_from_u64(seed),
             capture: Vec::new(),
             hub_forwarding: true,
+            drop_if: None,
         };
         for (i, id) in laptop_ids.into_iter().enumerate() {
             w.add_laptop(id, i, &gw_id, seed.wrapping_add(i as u64), proto.clone());
@@ -255,6 +261,9 @@ impl World {
     /// Puts a datagram on the wire (subject to loss and latency) and into the capture.
     pub fn put_on_wire(&mut self, d: Datagram) {
         self.capture.push(d.clone());
+        if self.drop_if.as_ref().is_some_and(|f| f(&d)) {
+            return;
+        }
         if self.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.loss {
             return;
         }
