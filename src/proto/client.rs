@@ -22,6 +22,7 @@ use super::path::{PathAction, PathManager, Uplink};
 use super::rekey::{self, Ephemeral, RekeyDenial, RekeyTrigger};
 use super::session::Session;
 use super::state::{Reason, State};
+use super::status_frame::{SenderAction, StatusFrame};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Timer,
@@ -496,6 +497,7 @@ impl Client {
                 .on_reattach_reject(seq, reason, state_version, now, &mut actions),
             ControlMessage::ProbeAck(_) => {}
             ControlMessage::RekeyResp { epoch, public } => self.on_rekey_resp(epoch, &public, now),
+            ControlMessage::StatusFrame(octets) => self.on_status_frame(octets, now),
             ControlMessage::Probe(_)
             | ControlMessage::PathResponse(_)
             | ControlMessage::Reattach(_)
@@ -783,6 +785,21 @@ impl Client {
             epoch,
             trigger: p.trigger,
         });
+    }
+
+    /// F3: a trusted status frame (it arrived sealed under this session's keys). "Dead / do not
+    /// retry" ends the session at once and starts a fresh handshake without waiting for timers.
+    fn on_status_frame(&mut self, octets: [u8; 2], now: Instant) {
+        let action = match StatusFrame::decode(octets) {
+            Ok(frame) => frame.sender_action(),
+            Err(_) => return self.bad_control(now),
+        };
+        if action == SenderAction::FreshHandshake {
+            self.end_session_with(CloseReason::PeerClosed, Reason::PeerTerminated, now);
+            if self.pending.is_none() && !self.shut_down {
+                self.send_initiation(now, 1, now);
+            }
+        }
     }
 
     /// An authenticated control packet that makes no sense: only a holder of the session's

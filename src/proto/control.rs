@@ -16,6 +16,8 @@
 //! ProbeAck        0:type=8 1..5:seq u32
 //! RekeyInit       0:type=9 1..5:epoch u32 5..37:X25519 public key (initiator's ephemeral)
 //! RekeyResp       0:type=10 1..5:epoch u32 5..37:X25519 public key (responder's ephemeral)
+//! StatusFrame     0:type=11 1..3:the two-octet MUX status frame (gateway → laptop, only to a
+//!                 peer that proved the session's keys; see `status_frame`)
 //! ```
 
 use super::CloseReason;
@@ -30,6 +32,7 @@ const TYPE_PROBE: u8 = 7;
 const TYPE_PROBE_ACK: u8 = 8;
 const TYPE_REKEY_INIT: u8 = 9;
 const TYPE_REKEY_RESP: u8 = 10;
+const TYPE_STATUS_FRAME: u8 = 11;
 
 /// Plaintext length of a Reattach (padded).
 pub const REATTACH_LEN: usize = 256;
@@ -122,6 +125,8 @@ pub enum ControlMessage {
         epoch: u32,
         public: [u8; 32],
     },
+    /// The gateway's honest word on a session it will not honour (F1).
+    StatusFrame([u8; 2]),
 }
 
 impl ControlMessage {
@@ -185,6 +190,7 @@ impl ControlMessage {
             ControlMessage::RekeyResp { epoch, public } => {
                 put(out, &[&[TYPE_REKEY_RESP], &epoch.to_le_bytes(), &public])
             }
+            ControlMessage::StatusFrame(f) => put(out, &[&[TYPE_STATUS_FRAME], &f]),
         }
     }
 
@@ -222,6 +228,7 @@ impl ControlMessage {
                 epoch: u32_at(rest, 0),
                 public: rest[4..36].try_into().ok()?,
             },
+            (TYPE_STATUS_FRAME, 2) => ControlMessage::StatusFrame([rest[0], rest[1]]),
             (TYPE_REKEY_RESP, 36) => ControlMessage::RekeyResp {
                 epoch: u32_at(rest, 0),
                 public: rest[4..36].try_into().ok()?,
@@ -304,6 +311,7 @@ mod tests {
             epoch: 3,
             public: [8; 32],
         });
+        round_trip(ControlMessage::StatusFrame([0x65, 0xF6]));
     }
 
     #[test]

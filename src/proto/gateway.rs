@@ -21,6 +21,7 @@ use super::path::ReattachStatus;
 use super::rekey::{Ephemeral, RekeyTrigger};
 use super::session::{Session, SessionStats};
 use super::state::{Machine, Reason, State};
+use super::status_frame::{gateway_frame, Relationship, SessionKnowledge};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, SessionId,
@@ -30,6 +31,22 @@ use super::{
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Sources tracked for authentication failures at most (oldest forgotten first).
 const OFFENDERS_KEPT: usize = 4096;
+/// Tombstones of ended sessions kept at most (oldest forgotten first), and for how long.
+const TOMBSTONES_KEPT: usize = 4096;
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+/// At most one status frame per tombstone per this interval.
+const STATUS_FRAME_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What remains of an ended session: its keys (to tell a peer that proves them what happened,
+/// F1) and what the gateway knows of it. Nobody else ever gets an answer.
+#[derive(Debug)]
+struct Tombstone {
+    session: Session,
+    knowledge: SessionKnowledge,
+    local_ip: Option<IpAddr>,
+    until: Instant,
+    last_frame: Option<Instant>,
+}
 
 /// A configured peer.
 #[derive(Debug)]
@@ -108,6 +125,7 @@ pub struct Gateway {
     routes: IpTable<usize>,
     sessions: BTreeMap<RoutingTag, GwSession>,
     offenders: BTreeMap<IpAddr, Offence>,
+    tombstones: BTreeMap<RoutingTag, Tombstone>,
     /// Sessions that may have path challenges under way.
     challenged: BTreeSet<RoutingTag>,
     rng: ChaCha20Rng,
@@ -148,6 +166,7 @@ impl Gateway {
             routes,
             sessions: BTreeMap::new(),
             offenders: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
             challenged: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             transmits: VecDeque::new(),
@@ -273,6 +292,7 @@ impl Gateway {
         }
         let window = self.proto.paths.auth_failure_window;
         self.offenders.retain(|_, o| now < o.window_start + window);
+        self.tombstones.retain(|_, t| now < t.until);
     }
 
     /// Shuts down: tells every peer with a session (authenticated close).
@@ -467,7 +487,7 @@ impl Gateway {
     ) -> Received {
         let len = datagram.len();
         let Some(s) = self.sessions.get_mut(&tag) else {
-            self.drops.count(DropReason::UnknownTag);
+            self.on_tombstone(tag, kind, counter, datagram, local, remote, now);
             return Received::Nothing;
         };
         // A duplicate from another address than the binding's is authenticated rather than
@@ -991,18 +1011,91 @@ impl Gateway {
     /// Ends a session: TERMINATED with `reason` (reported with its ages), then forgotten.
     fn end(&mut self, tag: RoutingTag, reason: Reason, close: CloseReason, now: Instant) {
         self.transition(tag, State::Terminated, reason, now);
-        if let Some(s) = self.forget(tag) {
-            self.events.push_back(Event::SessionTerminated {
-                session_id: s.session.id(),
-                reason,
-                state_version: s.machine.version(),
-                session_age: now.saturating_duration_since(s.session.created),
-                transportless_age: None,
-            });
-            self.events.push_back(Event::SessionClosed {
-                session_id: s.session.id(),
-                peer: s.peer,
-                reason: close,
+        let Some(s) = self.forget(tag) else { return };
+        self.events.push_back(Event::SessionTerminated {
+            session_id: s.session.id(),
+            reason,
+            state_version: s.machine.version(),
+            session_age: now.saturating_duration_since(s.session.created),
+            transportless_age: None,
+        });
+        self.events.push_back(Event::SessionClosed {
+            session_id: s.session.id(),
+            peer: s.peer,
+            reason: close,
+        });
+        if let Some(knowledge) = knowledge_after(reason) {
+            self.bury(tag, s, knowledge, now);
+        }
+    }
+
+    /// Keeps an ended session's keys for a while, so a laptop that still uses them learns
+    /// what happened (F1) instead of waiting for its timers.
+    fn bury(&mut self, tag: RoutingTag, s: GwSession, knowledge: SessionKnowledge, now: Instant) {
+        if self.tombstones.len() >= TOMBSTONES_KEPT {
+            if let Some(oldest) = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, t)| t.until)
+                .map(|(k, _)| *k)
+            {
+                self.tombstones.remove(&oldest);
+            }
+        }
+        self.tombstones.insert(
+            tag,
+            Tombstone {
+                session: s.session,
+                knowledge,
+                local_ip: s.local_ip,
+                until: now + TOMBSTONE_TTL,
+                last_frame: None,
+            },
+        );
+    }
+
+    /// A sealed packet for a tag with no live session. If a tombstone holds it and the packet
+    /// proves the session's keys, the sender gets the trusted status frame; everyone else —
+    /// unknown tag, bad MAC, wrong key — gets exactly the same: nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn on_tombstone(
+        &mut self,
+        tag: RoutingTag,
+        kind: SealedKind,
+        counter: u64,
+        datagram: &mut [u8],
+        _local: Option<IpAddr>,
+        remote: SocketAddr,
+        now: Instant,
+    ) {
+        self.drops.count(DropReason::UnknownTag);
+        let Some(t) = self.tombstones.get_mut(&tag).filter(|t| now < t.until) else {
+            return;
+        };
+        if t.session.open(kind, counter, datagram, now, false).is_err() {
+            return;
+        }
+        if t.last_frame
+            .is_some_and(|l| now < l + STATUS_FRAME_INTERVAL)
+        {
+            return;
+        }
+        t.last_frame = Some(now);
+        let frame = gateway_frame(Relationship::Related, t.knowledge);
+        if frame.is_silent() {
+            return;
+        }
+        let msg = ControlMessage::StatusFrame(frame.encode());
+        let mut body = [0u8; REATTACH_LEN];
+        let len = msg.encode(&mut body);
+        let mut buf = vec![0u8; DATA_OVERHEAD + len];
+        if let Some(n) = t.session.seal_control(&body[..len], &mut buf, now) {
+            buf.truncate(n);
+            self.transmits.push_back(OwnedTransmit {
+                via: UplinkId::DEFAULT,
+                src_ip: t.local_ip,
+                dst: remote,
+                payload: buf,
             });
         }
     }
@@ -1043,5 +1136,19 @@ impl Gateway {
                 return t;
             }
         }
+    }
+}
+
+/// What the gateway tells a proven peer about a session that ended for `reason`; `None` keeps
+/// no tombstone (this node is going away).
+fn knowledge_after(reason: Reason) -> Option<SessionKnowledge> {
+    match reason {
+        Reason::LocalShutdown => None,
+        Reason::SessionLifetimeExceeded | Reason::KeyExpired | Reason::RecoveryWindowExpired => {
+            Some(SessionKnowledge::Expired)
+        }
+        Reason::Rehandshake => Some(SessionKnowledge::Superseded),
+        Reason::SecurityFailure => Some(SessionKnowledge::KeyRevoked),
+        _ => Some(SessionKnowledge::Terminated),
     }
 }
