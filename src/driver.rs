@@ -80,6 +80,8 @@ pub struct NodeInfo {
     pub policy_version: String,
     pub tunnel: String,
     pub started: Instant,
+    /// Peer names by configuration index (the gateway's `[[peer]]` names or keys).
+    pub peers: Vec<String>,
 }
 
 fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
@@ -100,6 +102,16 @@ fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
             r.sessions = core.status(now);
+            for st in &mut r.sessions {
+                let name = st
+                    .peer
+                    .as_deref()
+                    .and_then(|p| p.parse::<usize>().ok())
+                    .and_then(|i| info.peers.get(i));
+                if let Some(name) = name {
+                    st.peer = Some(name.clone());
+                }
+            }
             let _ = reply.send(r);
         }
         ControlRequest::Terminate { session_id, reply } => {

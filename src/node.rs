@@ -136,6 +136,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         policy_version: cfg.policy.version.clone(),
         tunnel: tun.name.clone(),
         started: Instant::now(),
+        peers: Vec::new(),
     };
     let (node_id, policy_version) = (info.node_id.clone(), info.policy_version.clone());
     privileges::drop_all();
@@ -229,6 +230,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         policy_version: cfg.policy.version.clone(),
         tunnel: tun.name.clone(),
         started: Instant::now(),
+        peers: names.clone(),
     };
     let (node_id, policy_version) = (info.node_id.clone(), info.policy_version.clone());
     privileges::drop_all();
