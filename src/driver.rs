@@ -480,15 +480,24 @@ pub async fn run<C: Core>(
         }
     }
     tokio::pin!(shutdown);
+    // One timer for the whole run, moved only when the core's deadline changes: creating a
+    // timer per loop turn would cost a timer-wheel insertion per packet.
+    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+    let sleep = tokio::time::sleep_until(far());
+    tokio::pin!(sleep);
+    // `far` also re-arms after a wake with no deadline left.
+    let mut armed: Option<Instant> = None;
     loop {
         flush(core, sockets, &mut send_errors, &mut on_event).await;
-        let deadline = core.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
+        // Deadlines mostly move later (every packet pushes keepalives and probes back): an
+        // armed timer that is earlier than needed just wakes once for nothing, which is far
+        // cheaper than re-arming on every packet. Re-arm only for an earlier deadline.
+        if let Some(d) = core.poll_timeout() {
+            if armed.is_none_or(|a| d < a) {
+                armed = Some(d);
+                sleep.as_mut().reset(tokio::time::Instant::from_std(d));
             }
-        };
+        }
         let uplink_change = async {
             match uplinks.as_mut() {
                 Some(w) => w.next_change().await,
@@ -540,7 +549,12 @@ pub async fn run<C: Core>(
                     }
                 }
             }
-            _ = sleep => core.handle_timeout(Instant::now()),
+            _ = &mut sleep => {
+                // Re-armed on the next turn from the core's next deadline.
+                armed = None;
+                sleep.as_mut().reset(far());
+                core.handle_timeout(Instant::now());
+            }
             req = control_request => match (req, control.as_ref()) {
                 (Some(req), Some(c)) => answer_control(core, req, &c.info),
                 _ => control = None,

@@ -279,6 +279,7 @@ pub struct Link {
 /// trigger: the caller re-reads the state and diffs it.
 pub struct Watcher {
     fd: tokio::io::unix::AsyncFd<Socket>,
+    buf: Vec<u8>,
 }
 
 impl Watcher {
@@ -300,17 +301,19 @@ impl Watcher {
             tokio::io::unix::AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
         }
         .map_err(|e| NetlinkError::Open(io::Error::from(e)))?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            buf: vec![0u8; 64 * 1024],
+        })
     }
 
     /// Waits for the next change notification and drains everything queued behind it.
     pub async fn changed(&mut self) -> io::Result<()> {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let mut guard = self.fd.readable().await?;
             let mut got = false;
             loop {
-                match guard.get_inner().recv(&mut &mut buf[..], 0) {
+                match guard.get_inner().recv(&mut &mut self.buf[..], 0) {
                     Ok(_) => got = true,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // ENOBUFS: we missed messages; a re-read covers them all the same.
