@@ -304,3 +304,31 @@ proptest! {
         prop_assert_eq!(format!("{:?}", w.gateway_events), format!("{:?}", again.gateway_events));
     }
 }
+
+#[test]
+fn the_gateway_gives_up_a_reattach_whose_new_path_never_answers() {
+    let mut w = two_bearers(7, ProtoConfig::default());
+    let id = w.laptops[0].core.session().unwrap().id();
+    // Cellular carries the laptop's packets to the gateway but nothing back (one-way path).
+    let cell: std::net::SocketAddr = "203.0.113.50:61000".parse().unwrap();
+    w.drop_if = Some(Box::new(move |d: &Datagram| d.to == cell));
+    w.link_down(0, WIFI);
+    w.run_for(Duration::from_secs(3));
+    let gw: Vec<_> = changes(&w.gateway_events, id)
+        .into_iter()
+        .map(|c| (c.1, c.2))
+        .collect();
+    assert_eq!(
+        gw[1..4],
+        [
+            (State::Volatile, Reason::TransportDead),
+            (State::Recovering, Reason::DeadTransportRecovery),
+            (State::Degraded, Reason::ReattachValidationFailed),
+        ]
+    );
+    assert!(w
+        .gateway_events
+        .iter()
+        .any(|e| matches!(e, Event::BindingReverted { .. })));
+    assert_rebuildable(&w.gateway_events, id);
+}

@@ -201,6 +201,15 @@ impl Binding {
         now: Instant,
     ) -> (SocketAddr, [u8; 8]) {
         self.suspects.retain(|a| *a != from);
+        if let Some(c) = self
+            .challenges
+            .iter()
+            .find(|c| c.addr == from && c.purpose != Purpose::OldPath)
+        {
+            // A resent reattach: the challenge under way keeps its deadline (so a path that
+            // never answers is given up within one validation timeout of the first request).
+            return (c.addr, c.token);
+        }
         if old_path_alive || from == self.current {
             let purpose = if from == self.current {
                 Purpose::Tentative

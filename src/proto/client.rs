@@ -438,13 +438,25 @@ impl Client {
             self.drops.count(DropReason::UnknownTag);
             return Received::Nothing;
         };
-        let opened = match s.open(kind, counter, datagram, now, false) {
+        // Control duplicates are authenticated before they count as a replay: only a real
+        // copy of an authenticated control packet is a security event.
+        let opened = match s.open(kind, counter, datagram, now, kind == SealedKind::Control) {
+            Ok(o) if o.duplicate => {
+                self.drops.count(DropReason::Replay);
+                // A replayer must not be able to flood RekeyDenied events: rekey only when one
+                // may start now, else stay quiet (the replay is counted).
+                let installed = s.key_installed();
+                let may = self.rekey.is_none()
+                    && now >= installed + self.cfg.proto.keys.min_rekey_interval
+                    && self.next_rekey_allowed.is_none_or(|t| now >= t);
+                if may {
+                    self.start_rekey(RekeyTrigger::SecurityEvent, now);
+                }
+                return Received::Nothing;
+            }
             Ok(o) => o,
             Err(reason) => {
                 self.drops.count(reason);
-                if reason == DropReason::Replay && kind == SealedKind::Control {
-                    self.start_rekey(RekeyTrigger::SecurityEvent, now);
-                }
                 return Received::Nothing;
             }
         };

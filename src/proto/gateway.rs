@@ -89,6 +89,8 @@ struct GwSession {
     rekey_resp: Option<(u32, [u8; 32])>,
     /// Authenticated control packets that made no sense (S9 evidence).
     bad_controls: u32,
+    /// When a replayed control packet was last reported.
+    last_replay_event: Option<Instant>,
     confirmed: bool,
 }
 
@@ -465,6 +467,7 @@ impl Gateway {
                 machine: Machine::new(now),
                 rekey_resp: None,
                 bad_controls: 0,
+                last_replay_event: None,
                 confirmed: false,
             },
         );
@@ -501,12 +504,8 @@ impl Gateway {
             Err(reason) => {
                 let session_id = s.session.id();
                 self.drops.count(reason);
-                match reason {
-                    DropReason::AuthFailed => self.offence(remote.ip(), Some(session_id), now),
-                    DropReason::Replay if kind == SealedKind::Control => self
-                        .events
-                        .push_back(Event::SecurityReplayDetected { session_id }),
-                    _ => {}
+                if reason == DropReason::AuthFailed {
+                    self.offence(remote.ip(), Some(session_id), now);
                 }
                 return Received::Nothing;
             }
@@ -601,6 +600,20 @@ impl Gateway {
         remote: SocketAddr,
         now: Instant,
     ) {
+        if control.is_some() {
+            // An authenticated copy of a control packet: a real replay, reported at most once
+            // a second per session (copies that fail authentication are only counted).
+            if let Some(s) = self.sessions.get_mut(&tag) {
+                if s.last_replay_event
+                    .is_none_or(|t| now >= t + Duration::from_secs(1))
+                {
+                    s.last_replay_event = Some(now);
+                    let session_id = s.session.id();
+                    self.events
+                        .push_back(Event::SecurityReplayDetected { session_id });
+                }
+            }
+        }
         self.drops.count(DropReason::Replay);
         if let Some(ControlMessage::PathResponse(token)) = control {
             let Some(s) = self.sessions.get_mut(&tag) else {
@@ -983,6 +996,10 @@ impl Gateway {
         msg: ControlMessage,
         now: Instant,
     ) {
+        if matches!(msg, ControlMessage::PathChallenge(_)) {
+            // Its resends and expiry are driven by `challenge_timers`.
+            self.challenged.insert(tag);
+        }
         let Some(s) = self.sessions.get_mut(&tag) else {
             return;
         };
