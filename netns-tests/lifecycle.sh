@@ -13,7 +13,8 @@
 # packet, the SessionID stays); the lifetime expiry is explicit (SessionTerminated with
 # session_lifetime_exceeded) and traffic resumes on a new session within 1 s; `jvpn status`
 # (table and --json), `jvpn events --follow` and `jvpn terminate` work from a shell, and a
-# terminated session is replaced by a new one.
+# terminated session is replaced by a new one; SIGHUP refuses an invalid policy (the running one
+# stays) and applies a valid one (new key limits rotate the keys at once).
 set -euo pipefail
 # shellcheck source=netns-tests/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -161,6 +162,23 @@ for f in gw.jsonl lap.jsonl; do
         grep -q true || fail "$f: SessionStateChange versions are not 1, 2, 3, ... per session"
     ok "$f: $(wc -l <"$f") events, common fields present, one SessionStateChange per version"
 done
+
+step "SIGHUP: an invalid policy is refused and the running one stays; a valid one applies"
+cp short.toml short.good
+sed -i 's/^max_lifetime_ms = 60000/max_lifetime_ms = 5/' short.toml
+kill -HUP "$(pid_of gw)"
+wait_log gw 'policy reload refused.*max_lifetime_ms' 5 "the gateway refusing the invalid policy"
+ok "the gateway refused the invalid policy, naming the key"
+wait_ping lap 10.77.0.1 5
+ok "the tunnel still works on the running policy"
+sed -e 's/^version = "netns-short-1"/version = "netns-short-2"/' -e 's/^rekey_after_ms = 3000/rekey_after_ms = 4000/' short.good >short.toml
+kill -HUP "$(pid_of lap)"
+wait_log lap 'policy reloaded.*netns-short-2' 5 "the laptop applying the new policy"
+# New key limits ask for a rekey at once (policy_trigger); inside min_rekey_interval_ms of the
+# last one the decision is a RekeyDenied. Either way it is an event under the new version.
+wait_until 5 "a policy_trigger rekey decision in lap.jsonl" \
+    bash -c "jq -e 'select(((.event_type == \"KeyRotated\" and .reason_code == \"policy_trigger\") or (.event_type == \"RekeyDenied\" and .trigger == \"policy_trigger\")) and .policy_version == \"netns-short-2\")' '$RUN_DIR/lap.jsonl' >/dev/null"
+ok "the new key limits asked for a rekey (policy_trigger), reported under netns-short-2"
 
 bg_stop lap TERM 10 || fail "laptop did not stop"
 bg_stop gw TERM 10 || fail "gateway did not stop"

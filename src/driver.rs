@@ -64,6 +64,8 @@ pub trait Core {
     fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String>;
     /// The session's current state_version (for events that do not carry one).
     fn state_version(&self, session_id: SessionId) -> Option<u64>;
+    /// A reloaded policy.
+    fn set_proto(&mut self, proto: crate::proto::ProtoConfig, now: Instant);
 }
 
 /// The control socket's side of the loop: requests to answer, and what `jvpn status` says
@@ -71,7 +73,12 @@ pub trait Core {
 pub struct Control {
     pub requests: mpsc::Receiver<ControlRequest>,
     pub info: NodeInfo,
+    /// Re-reads the policy on SIGHUP; an error keeps the running policy (P3).
+    pub reload: Option<Reload>,
 }
+
+/// Loads the policy again (SIGHUP).
+pub type Reload = Box<dyn FnMut() -> Result<crate::policy::Policy, String>>;
 
 /// What `jvpn status` says about the node itself.
 pub struct NodeInfo {
@@ -121,6 +128,22 @@ fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
             };
             let _ = reply.send(answer);
         }
+    }
+}
+
+/// SIGHUP: load the policy again; a valid one applies from now on, an invalid one is refused
+/// with a warning naming the file, key and value, and the running policy stays (P3).
+fn reload<C: Core>(core: &mut C, control: Option<&mut Control>) {
+    let Some(load) = control.and_then(|c| c.reload.as_mut()) else {
+        tracing::warn!("SIGHUP: this node has no policy to reload");
+        return;
+    };
+    match load() {
+        Ok(policy) => {
+            core.set_proto(crate::node::proto_config(&policy), Instant::now());
+            tracing::info!(policy_version = %policy.version, "policy reloaded");
+        }
+        Err(e) => tracing::warn!("policy reload refused, keeping the running policy: {e}"),
     }
 }
 
@@ -228,6 +251,9 @@ impl Core for Client {
             _ => None,
         }
     }
+    fn set_proto(&mut self, proto: crate::proto::ProtoConfig, now: Instant) {
+        Client::set_proto(self, proto, now)
+    }
 }
 
 impl Core for Gateway {
@@ -303,6 +329,9 @@ impl Core for Gateway {
     }
     fn state_version(&self, session_id: SessionId) -> Option<u64> {
         Gateway::state_version(self, session_id)
+    }
+    fn set_proto(&mut self, proto: crate::proto::ProtoConfig, _now: Instant) {
+        Gateway::set_proto(self, proto)
     }
 }
 
@@ -487,6 +516,7 @@ pub async fn run<C: Core>(
     tokio::pin!(sleep);
     // `far` also re-arms after a wake with no deadline left.
     let mut armed: Option<Instant> = None;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         flush(core, sockets, &mut send_errors, &mut on_event).await;
         // Deadlines mostly move later (every packet pushes keepalives and probes back): an
@@ -559,6 +589,7 @@ pub async fn run<C: Core>(
                 (Some(req), Some(c)) => answer_control(core, req, &c.info),
                 _ => control = None,
             },
+            _ = hangup.recv() => reload(core, control.as_mut()),
         }
     }
 }

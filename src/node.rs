@@ -1,6 +1,8 @@
 //! Running a node: turns a validated config into a core, a TUN device and a socket, drops
 //! privileges, and hands them to the driver until SIGINT/SIGTERM.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -77,6 +79,19 @@ pub fn path_config(policy: &Policy) -> PathConfig {
     }
 }
 
+/// The SIGHUP hook: re-reads the policy file the config names (the built-in default has no
+/// file to re-read) and, when valid, makes its version the one events report.
+fn reloader(path: Option<std::path::PathBuf>, version: Rc<RefCell<String>>) -> driver::Reload {
+    Box::new(move || {
+        let path = path
+            .as_ref()
+            .ok_or("the config names no policy file (the built-in default is in force)")?;
+        let policy = Policy::from_file(path).map_err(|e| e.to_string())?;
+        *version.borrow_mut() = policy.version.clone();
+        Ok(policy)
+    })
+}
+
 /// Event sinks: `--events` when given (replacing the config's), else the config's `events`.
 fn sinks(configured: Option<&std::path::PathBuf>, cli: Vec<SinkSpec>) -> Vec<SinkSpec> {
     if !cli.is_empty() {
@@ -138,7 +153,9 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         started: Instant::now(),
         peers: Vec::new(),
     };
-    let (node_id, policy_version) = (info.node_id.clone(), info.policy_version.clone());
+    let node_id = info.node_id.clone();
+    // Shared with the reload hook, so events report the policy in force.
+    let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
     privileges::drop_all();
     tracing::info!(
         public_key = %identity.public(),
@@ -163,11 +180,17 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         Some(watch),
         |e: &Event, v: Option<u64>| {
             log(e);
-            hub.emit(&crate::event_map::record(e, &node_id, &policy_version, v));
+            hub.emit(&crate::event_map::record(
+                e,
+                &node_id,
+                &policy_version.borrow(),
+                v,
+            ));
         },
         Some(driver::Control {
             requests: control_rx,
             info,
+            reload: Some(reloader(cfg.policy_path.clone(), policy_version.clone())),
         }),
         shutdown_signal(),
     )
@@ -232,7 +255,9 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         started: Instant::now(),
         peers: names.clone(),
     };
-    let (node_id, policy_version) = (info.node_id.clone(), info.policy_version.clone());
+    let node_id = info.node_id.clone();
+    // Shared with the reload hook, so events report the policy in force.
+    let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
     privileges::drop_all();
     tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");
     let core_cfg = gateway::GatewayConfig {
@@ -244,7 +269,12 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
     let log = |e: &Event| log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
     let emit = |e: &Event, v: Option<u64>| {
         log(e);
-        hub.emit(&crate::event_map::record(e, &node_id, &policy_version, v));
+        hub.emit(&crate::event_map::record(
+            e,
+            &node_id,
+            &policy_version.borrow(),
+            v,
+        ));
     };
     driver::run(
         &mut core,
@@ -255,6 +285,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         Some(driver::Control {
             requests: control_rx,
             info,
+            reload: Some(reloader(cfg.policy_path.clone(), policy_version.clone())),
         }),
         shutdown_signal(),
     )

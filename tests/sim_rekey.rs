@@ -194,3 +194,24 @@ fn keys_expiring_in_the_middle_of_a_recovery_end_the_session() {
         .collect();
     assert_eq!(ended, vec![Reason::KeyExpired]);
 }
+
+#[test]
+fn a_reloaded_policy_with_new_key_limits_rotates_the_keys_by_policy_trigger() {
+    let mut w = World::with_config(1, 6, short_keys());
+    w.establish();
+    w.run_for(Duration::from_secs(1));
+    let mut reloaded = short_keys();
+    reloaded.keys.rekey_after = Duration::from_secs(8);
+    let now = w.now;
+    w.laptops[0].core.set_proto(reloaded.clone(), now);
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(
+        rotations(&w.laptops[0].events),
+        vec![(1, RekeyTrigger::PolicyTrigger)]
+    );
+    // The same policy again changes nothing.
+    let now = w.now;
+    w.laptops[0].core.set_proto(reloaded, now);
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(rotations(&w.laptops[0].events).len(), 1);
+}

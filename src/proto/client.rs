@@ -693,6 +693,21 @@ impl Client {
         }
     }
 
+    /// Applies a reloaded policy (P3): path and session bounds from now on; key limits too,
+    /// and a changed key policy rotates the keys at once (`policy_trigger`). The replay window
+    /// size applies to sessions and key epochs created from now on.
+    pub fn set_proto(&mut self, proto: ProtoConfig, now: Instant) {
+        let keys_changed = proto.keys != self.cfg.proto.keys;
+        self.paths.set_config(proto.paths.clone());
+        if let Some(life) = self.life.as_mut() {
+            life.set_config(proto.lifecycle.clone());
+        }
+        self.cfg.proto = proto;
+        if keys_changed {
+            self.start_rekey(RekeyTrigger::PolicyTrigger, now);
+        }
+    }
+
     /// Starts a rekey for `trigger` (bounded: one at a time, at most one per
     /// `min_rekey_interval`; a refusal is reported as `RekeyDenied`).
     pub fn start_rekey(&mut self, trigger: RekeyTrigger, now: Instant) {

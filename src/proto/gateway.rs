@@ -372,6 +372,11 @@ impl Gateway {
         }
     }
 
+    /// Applies a reloaded policy (P3) to every session from now on.
+    pub fn set_proto(&mut self, proto: ProtoConfig) {
+        self.proto = proto;
+    }
+
     /// A confirmed session's current state_version.
     pub fn state_version(&self, session_id: SessionId) -> Option<u64> {
         self.sessions

@@ -66,6 +66,11 @@ impl Lifecycle {
         self.machine.state()
     }
 
+    /// New bounds (a policy reload); they apply from now on to this session.
+    pub fn set_config(&mut self, cfg: LifecycleConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn version(&self) -> u64 {
         self.machine.version()
     }

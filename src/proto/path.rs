@@ -194,6 +194,11 @@ impl PathManager {
         }
     }
 
+    /// New timing and bounds (a policy reload); decisions under way keep their deadlines.
+    pub fn set_config(&mut self, cfg: PathConfig) {
+        self.cfg = cfg;
+    }
+
     /// The uplink that carries data now.
     pub fn active(&self) -> UplinkId {
         self.active
