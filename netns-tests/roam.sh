@@ -264,7 +264,7 @@ case_blackhole_voice() {
     finish_probes
     check_dir up 26 500
     check_dir down 26 500
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?heartbeat_timeout'
+    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?(heartbeat_timeout|consecutive_drop_exceeded)'
 }
 
 case_blackhole_default() {
@@ -276,7 +276,7 @@ case_blackhole_default() {
     finish_probes
     check_dir up 151 3000
     check_dir down 151 3000
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?heartbeat_timeout'
+    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?(heartbeat_timeout|consecutive_drop_exceeded)'
 }
 
 case_wifi_returns() {

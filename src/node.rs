@@ -63,6 +63,9 @@ pub fn path_config(policy: &Policy) -> PathConfig {
     PathConfig {
         heartbeat_interval: v.heartbeat_interval,
         heartbeat_volatile: v.heartbeat_volatile,
+        max_consecutive_drops: v.max_consecutive_drops,
+        loss_window: v.loss_window,
+        loss_threshold: v.loss_volatile_threshold,
         debounce: sw.debounce,
         max_switches_per_min: sw.max_switches_per_min,
         switch_cooldown: sw.switch_cooldown,

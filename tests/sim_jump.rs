@@ -577,3 +577,65 @@ fn the_same_seed_gives_the_same_jumps() {
     };
     assert_eq!(run(77), run(77));
 }
+
+#[test]
+fn unanswered_probes_in_a_row_move_the_session_before_the_heartbeat_timeout() {
+    let proto = ProtoConfig {
+        paths: PathConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_volatile: Duration::from_millis(2000),
+            max_consecutive_drops: 3,
+            ..PathConfig::default()
+        },
+        ..ProtoConfig::default()
+    };
+    let mut w = two_bearers(20, proto);
+    let cut = w.now;
+    w.blackhole(0, WIFI, true);
+    w.run_for(Duration::from_secs(1));
+    let s = switches(&w);
+    assert_eq!(
+        s.first().map(|x| x.2),
+        Some(SwitchReason::ConsecutiveDrops),
+        "{s:?}"
+    );
+    assert!(w.now - cut < Duration::from_secs(2));
+    assert!(w.laptops[0].events.iter().any(|e| matches!(
+        e,
+        Event::SessionStateChange {
+            reason: jvpn::proto::state::Reason::ConsecutiveDropExceeded,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn heavy_downlink_loss_on_the_active_path_moves_the_session() {
+    let mut w = two_bearers(21, ProtoConfig::default());
+    // Every other datagram to the laptop's Wi-Fi address is lost (50 % > the 20 % threshold).
+    let wifi: std::net::SocketAddr = "192.0.2.10:40000".parse().unwrap();
+    let n = std::cell::Cell::new(0u32);
+    w.drop_if = Some(Box::new(move |d: &Datagram| {
+        if d.to != wifi || d.bytes[0] != 4 {
+            return false;
+        }
+        n.set(n.get() + 1);
+        n.get() % 2 == 0
+    }));
+    let mut seq = 0;
+    w.media(0, Duration::from_secs(4), true, true, &mut seq);
+    let s = switches(&w);
+    assert_eq!(
+        s.first().map(|x| x.2),
+        Some(SwitchReason::LossThreshold),
+        "{s:?}"
+    );
+    assert_eq!(w.laptops[0].core.paths().active(), UplinkId(CELL));
+    assert!(w.laptops[0].events.iter().any(|e| matches!(
+        e,
+        Event::SessionStateChange {
+            reason: jvpn::proto::state::Reason::LossThresholdExceeded,
+            ..
+        }
+    )));
+}

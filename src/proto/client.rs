@@ -461,6 +461,15 @@ impl Client {
             }
         };
         self.paths.on_authenticated(via, now);
+        if kind == SealedKind::Data {
+            let mut actions = std::mem::take(&mut self.actions);
+            self.paths
+                .on_data_counter(via, opened.counter, now, &mut actions);
+            if !actions.is_empty() {
+                self.run_actions(&mut actions, now);
+            }
+            self.actions = actions;
+        }
         match kind {
             SealedKind::Data if opened.plaintext.is_empty() => Received::Nothing,
             SealedKind::Data => {

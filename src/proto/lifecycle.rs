@@ -97,7 +97,9 @@ impl Lifecycle {
                 self.transportless_since = None;
                 self.unstable_for(reason, now, events);
                 let recovery = match reason {
-                    SwitchReason::HeartbeatTimeout => Reason::LossRecovery,
+                    SwitchReason::HeartbeatTimeout
+                    | SwitchReason::ConsecutiveDrops
+                    | SwitchReason::LossThreshold => Reason::LossRecovery,
                     SwitchReason::TransportDead => Reason::DeadTransportRecovery,
                     SwitchReason::PreferredAvailable => Reason::PolicyForcedRecovery,
                 };
@@ -217,6 +219,8 @@ impl Lifecycle {
         if self.state() == State::Attached {
             let r = match reason {
                 SwitchReason::HeartbeatTimeout => Reason::HeartbeatTimeout,
+                SwitchReason::ConsecutiveDrops => Reason::ConsecutiveDropExceeded,
+                SwitchReason::LossThreshold => Reason::LossThresholdExceeded,
                 _ => Reason::TransportDead,
             };
             self.go(State::Volatile, r, now, events);

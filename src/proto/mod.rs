@@ -239,6 +239,12 @@ pub struct PathConfig {
     pub heartbeat_interval: Duration,
     /// Nothing heard on the active path for this long: it is dead; jump.
     pub heartbeat_volatile: Duration,
+    /// This many active-path probes unanswered in a row: the path is unstable; jump (0 = off).
+    pub max_consecutive_drops: u32,
+    /// Downlink loss is measured over windows of this length…
+    pub loss_window: Duration,
+    /// …and a loss fraction above this makes the path unstable.
+    pub loss_threshold: f64,
     /// Bearer changes after an acted-on one are coalesced for this long.
     pub debounce: Duration,
     pub max_switches_per_min: u32,
@@ -264,6 +270,9 @@ impl Default for PathConfig {
         Self {
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_volatile: Duration::from_millis(2000),
+            max_consecutive_drops: 3,
+            loss_window: Duration::from_millis(2000),
+            loss_threshold: 0.2,
             debounce: Duration::from_millis(250),
             max_switches_per_min: 8,
             switch_cooldown: Duration::from_millis(1500),

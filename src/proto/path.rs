@@ -38,6 +38,10 @@ pub enum SwitchReason {
     TransportDead,
     /// The active path went silent (no authenticated packet for `heartbeat_volatile`).
     HeartbeatTimeout,
+    /// `max_consecutive_drops` probes on the active path went unanswered in a row.
+    ConsecutiveDrops,
+    /// Downlink loss on the active path passed `loss_volatile_threshold` in `loss_window`.
+    LossThreshold,
     /// A more preferred bearer became available.
     PreferredAvailable,
 }
@@ -48,6 +52,8 @@ impl SwitchReason {
         match self {
             SwitchReason::TransportDead => "transport_dead",
             SwitchReason::HeartbeatTimeout => "heartbeat_timeout",
+            SwitchReason::ConsecutiveDrops => "consecutive_drop_exceeded",
+            SwitchReason::LossThreshold => "loss_threshold_exceeded",
             SwitchReason::PreferredAvailable => "preferred_bearer_available",
         }
     }
@@ -168,6 +174,32 @@ pub struct PathManager {
     pub acked_state_version: u64,
     /// Whether a session exists (probes and reattaches need one).
     live: bool,
+    /// Probes sent on the active path since anything authenticated came back on it.
+    probes_unanswered: u32,
+    loss: LossMeter,
+}
+
+/// Fewest expected packets in a loss window for its loss fraction to count.
+const LOSS_MIN_SAMPLE: u64 = 10;
+
+/// Downlink loss of the active path over one window, from the peer's data counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct LossMeter {
+    started: Option<Instant>,
+    first: Option<u64>,
+    last: u64,
+    received: u64,
+}
+
+impl LossMeter {
+    fn start(counter: u64, now: Instant) -> Self {
+        Self {
+            started: Some(now),
+            first: Some(counter),
+            last: counter,
+            received: 1,
+        }
+    }
 }
 
 impl PathManager {
@@ -191,6 +223,8 @@ impl PathManager {
             seq: 0,
             acked_state_version: 0,
             live: false,
+            probes_unanswered: 0,
+            loss: LossMeter::default(),
         }
     }
 
@@ -228,6 +262,8 @@ impl PathManager {
         self.last_recv_active = now;
         self.last_probe_active = None;
         self.silent_reported = false;
+        self.probes_unanswered = 0;
+        self.loss = LossMeter::default();
     }
 
     /// A new snapshot of usable uplinks from the system.
@@ -252,6 +288,7 @@ impl PathManager {
         if via == self.active {
             self.last_recv_active = now;
             self.silent_reported = false;
+            self.probes_unanswered = 0;
         }
         if let Some(u) = self.uplinks.get_mut(&via) {
             u.last_ack = Some(now);
@@ -380,16 +417,63 @@ impl PathManager {
         }
         self.migration_timers(now, out);
         self.probe_timers(now, out);
-        if self.migration.is_none()
-            && now >= self.last_recv_active + self.cfg.heartbeat_volatile
-            && !self.silent_reported
-        {
-            self.silent_reported = true;
-            if let Some(u) = self.uplinks.get_mut(&self.active) {
-                u.failed = true;
+        if self.migration.is_none() && !self.silent_reported {
+            if now >= self.last_recv_active + self.cfg.heartbeat_volatile {
+                self.path_failed(SwitchReason::HeartbeatTimeout, now, out);
+            } else if self.cfg.max_consecutive_drops > 0
+                && self.probes_unanswered > self.cfg.max_consecutive_drops
+            {
+                // More than `max_consecutive_drops` probes sent since anything came back: the
+                // last `max_consecutive_drops` of them are lost.
+                self.path_failed(SwitchReason::ConsecutiveDrops, now, out);
             }
-            self.jump_from_dead(SwitchReason::HeartbeatTimeout, now, out);
         }
+    }
+
+    /// An authenticated data packet with `counter` arrived through `via`: feeds the downlink
+    /// loss measurement of the active path (gaps in the peer's counters within `loss_window`).
+    pub fn on_data_counter(
+        &mut self,
+        via: UplinkId,
+        counter: u64,
+        now: Instant,
+        out: &mut Vec<PathAction>,
+    ) {
+        if via != self.active || !self.live || !self.managed || self.migration.is_some() {
+            return;
+        }
+        let m = &mut self.loss;
+        match m.first {
+            Some(first) if counter >= first => {
+                m.received += 1;
+                m.last = m.last.max(counter);
+            }
+            // First packet of a window, or a new key epoch (counters restart).
+            _ => *m = LossMeter::start(counter, now),
+        }
+        if m.started.is_none_or(|t| now < t + self.cfg.loss_window) {
+            return;
+        }
+        let expected = m.last - m.first.unwrap_or(m.last) + 1;
+        let loss = 1.0 - m.received as f64 / expected as f64;
+        self.loss = LossMeter::default();
+        if expected >= LOSS_MIN_SAMPLE && loss > self.cfg.loss_threshold && !self.silent_reported {
+            tracing::debug!(
+                loss,
+                expected,
+                "downlink loss over the threshold on the active path"
+            );
+            self.path_failed(SwitchReason::LossThreshold, now, out);
+        }
+    }
+
+    /// The active path is unusable for `reason`: mark it and jump (or re-anchor).
+    fn path_failed(&mut self, reason: SwitchReason, now: Instant, out: &mut Vec<PathAction>) {
+        self.silent_reported = true;
+        if let Some(u) = self.uplinks.get_mut(&self.active) {
+            u.failed = true;
+        }
+        self.jump_from_dead(reason, now, out);
     }
 
     /// The next deadline and why.
@@ -516,8 +600,12 @@ impl PathManager {
             Some(t) => t,
             // Silent but still present and nothing else: re-anchor on the same bearer (its
             // NAT binding may have changed under us).
-            None if reason == SwitchReason::HeartbeatTimeout
-                && self.uplinks.contains_key(&self.active) =>
+            None if matches!(
+                reason,
+                SwitchReason::HeartbeatTimeout
+                    | SwitchReason::ConsecutiveDrops
+                    | SwitchReason::LossThreshold
+            ) && self.uplinks.contains_key(&self.active) =>
             {
                 self.active
             }
@@ -612,6 +700,7 @@ impl PathManager {
     fn probe_timers(&mut self, now: Instant, out: &mut Vec<PathAction>) {
         if now >= self.next_active_probe() {
             self.last_probe_active = Some(now);
+            self.probes_unanswered += 1;
             self.seq = self.seq.wrapping_add(1);
             out.push(PathAction::Probe {
                 via: self.active,
@@ -643,6 +732,8 @@ impl PathManager {
     fn set_active(&mut self, id: UplinkId) {
         self.active = id;
         self.active_class = self.class_of(id);
+        self.probes_unanswered = 0;
+        self.loss = LossMeter::default();
     }
 
     /// The best usable uplink other than `except`: not failed first, then by rank.
