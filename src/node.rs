@@ -82,6 +82,99 @@ pub fn path_config(policy: &Policy) -> PathConfig {
     }
 }
 
+/// Events, the control socket and policy reload of one running node. Started while the process
+/// still has its privileges (the socket and event files are created then).
+struct Observability {
+    hub: crate::events::EventHub,
+    control_rx: tokio::sync::mpsc::Receiver<crate::control::ControlRequest>,
+    control_task: tokio::task::JoinHandle<()>,
+    info: driver::NodeInfo,
+    policy_path: Option<std::path::PathBuf>,
+}
+
+impl Observability {
+    fn start(
+        role: crate::control::NodeRole,
+        identity: &Identity,
+        policy: &Policy,
+        policy_path: Option<std::path::PathBuf>,
+        (configured, cli): (Option<&std::path::PathBuf>, Vec<SinkSpec>),
+        (socket, tunnel): (Option<&std::path::Path>, &str),
+        peers: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let hub = crate::events::EventHub::new(sinks(configured, cli))?;
+        let socket = crate::control::socket_path_for(socket, tunnel)?;
+        let server = crate::control::ControlServer::bind(&socket)?;
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        let control_task = tokio::spawn(server.serve(control_tx, hub.clone()));
+        let info = driver::NodeInfo {
+            role,
+            node_id: identity.public().to_string(),
+            policy_version: policy.version.clone(),
+            tunnel: tunnel.to_owned(),
+            started: Instant::now(),
+            peers,
+        };
+        Ok(Self {
+            hub,
+            control_rx,
+            control_task,
+            info,
+            policy_path,
+        })
+    }
+
+    /// Runs the driver until a signal, writing every event to the log and the sinks, then
+    /// closes the control socket and flushes the sinks.
+    async fn run<C: driver::Core>(
+        self,
+        core: &mut C,
+        tun: &Tun,
+        sockets: &mut driver::Sockets,
+        uplinks: Option<UplinkWatch>,
+        log: impl Fn(&Event),
+    ) -> anyhow::Result<()> {
+        let Self {
+            hub,
+            control_rx,
+            control_task,
+            info,
+            policy_path,
+        } = self;
+        let node_id = info.node_id.clone();
+        // Shared with the reload hook, so events report the policy in force.
+        let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
+        let emit = |e: &Event, v: Option<u64>| {
+            log(e);
+            hub.emit(&crate::event_map::record(
+                e,
+                &node_id,
+                &policy_version.borrow(),
+                v,
+            ));
+        };
+        let control = driver::Control {
+            requests: control_rx,
+            info,
+            reload: Some(reloader(policy_path, policy_version.clone())),
+        };
+        driver::run(
+            core,
+            tun,
+            sockets,
+            uplinks,
+            emit,
+            Some(control),
+            shutdown_signal(),
+        )
+        .await?;
+        control_task.abort();
+        let _ = control_task.await;
+        hub.flush(Duration::from_secs(1));
+        Ok(())
+    }
+}
+
 /// The SIGHUP hook: re-reads the policy file the config names (the built-in default has no
 /// file to re-read) and, when valid, makes its version the one events report.
 fn reloader(path: Option<std::path::PathBuf>, version: Rc<RefCell<String>>) -> driver::Reload {
@@ -143,22 +236,15 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         cfg.policy.bearers.clone(),
     )
     .context("failed to watch the network interfaces over netlink")?;
-    let hub = crate::events::EventHub::new(sinks(cfg.events.as_ref(), events))?;
-    let socket = crate::control::socket_path_for(cfg.control_socket.as_deref(), &cfg.tunnel.name)?;
-    let server = crate::control::ControlServer::bind(&socket)?;
-    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
-    let control_task = tokio::spawn(server.serve(control_tx, hub.clone()));
-    let info = driver::NodeInfo {
-        role: crate::control::NodeRole::Laptop,
-        node_id: identity.public().to_string(),
-        policy_version: cfg.policy.version.clone(),
-        tunnel: tun.name.clone(),
-        started: Instant::now(),
-        peers: Vec::new(),
-    };
-    let node_id = info.node_id.clone();
-    // Shared with the reload hook, so events report the policy in force.
-    let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
+    let obs = Observability::start(
+        crate::control::NodeRole::Laptop,
+        &identity,
+        &cfg.policy,
+        cfg.policy_path.clone(),
+        (cfg.events.as_ref(), events),
+        (cfg.control_socket.as_deref(), &tun.name),
+        Vec::new(),
+    )?;
     privileges::drop_all();
     tracing::info!(
         public_key = %identity.public(),
@@ -176,31 +262,8 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
     };
     let mut core = Client::new(core_cfg, seed(), Instant::now(), driver::wall_now());
     let log = |e: &Event| log_event(e, &|_| "gateway".to_owned());
-    driver::run(
-        &mut core,
-        &tun,
-        &mut sockets,
-        Some(watch),
-        |e: &Event, v: Option<u64>| {
-            log(e);
-            hub.emit(&crate::event_map::record(
-                e,
-                &node_id,
-                &policy_version.borrow(),
-                v,
-            ));
-        },
-        Some(driver::Control {
-            requests: control_rx,
-            info,
-            reload: Some(reloader(cfg.policy_path.clone(), policy_version.clone())),
-        }),
-        shutdown_signal(),
-    )
-    .await?;
-    control_task.abort();
-    let _ = control_task.await;
-    hub.flush(Duration::from_secs(1));
+    obs.run(&mut core, &tun, &mut sockets, Some(watch), log)
+        .await?;
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "laptop stopped");
     Ok(())
@@ -245,22 +308,15 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
                 cfg.listen
             )
         })?;
-    let hub = crate::events::EventHub::new(sinks(cfg.events.as_ref(), events))?;
-    let socket = crate::control::socket_path_for(cfg.control_socket.as_deref(), &cfg.tunnel.name)?;
-    let server = crate::control::ControlServer::bind(&socket)?;
-    let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
-    let control_task = tokio::spawn(server.serve(control_tx, hub.clone()));
-    let info = driver::NodeInfo {
-        role: crate::control::NodeRole::Gateway,
-        node_id: identity.public().to_string(),
-        policy_version: cfg.policy.version.clone(),
-        tunnel: tun.name.clone(),
-        started: Instant::now(),
-        peers: names.clone(),
-    };
-    let node_id = info.node_id.clone();
-    // Shared with the reload hook, so events report the policy in force.
-    let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
+    let obs = Observability::start(
+        crate::control::NodeRole::Gateway,
+        &identity,
+        &cfg.policy,
+        cfg.policy_path.clone(),
+        (cfg.events.as_ref(), events),
+        (cfg.control_socket.as_deref(), &tun.name),
+        names.clone(),
+    )?;
     privileges::drop_all();
     tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");
     let core_cfg = gateway::GatewayConfig {
@@ -270,32 +326,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
     };
     let mut core = Gateway::new(core_cfg, seed(), Instant::now());
     let log = |e: &Event| log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
-    let emit = |e: &Event, v: Option<u64>| {
-        log(e);
-        hub.emit(&crate::event_map::record(
-            e,
-            &node_id,
-            &policy_version.borrow(),
-            v,
-        ));
-    };
-    driver::run(
-        &mut core,
-        &tun,
-        &mut sockets,
-        None,
-        emit,
-        Some(driver::Control {
-            requests: control_rx,
-            info,
-            reload: Some(reloader(cfg.policy_path.clone(), policy_version.clone())),
-        }),
-        shutdown_signal(),
-    )
-    .await?;
-    control_task.abort();
-    let _ = control_task.await;
-    hub.flush(Duration::from_secs(1));
+    obs.run(&mut core, &tun, &mut sockets, None, log).await?;
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "gateway stopped");
     Ok(())
