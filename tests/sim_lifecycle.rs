@@ -282,14 +282,10 @@ proptest! {
         let w = run_steps(seed, &steps);
         for events in [&w.laptops[0].events, &w.gateway_events] {
             for id in session_ids(&w.laptops[0].events) {
-                let end = assert_rebuildable(events, id);
-                // RECOVERING always resolves within its window (or the run is not over yet).
+                assert_rebuildable(events, id);
+                // (That RECOVERING resolves within its window is checked by the scenario tests
+                // above, which know the times; events carry none in the simulation.)
                 let c = changes(events, id);
-                for (i, ch) in c.iter().enumerate() {
-                    if ch.1 == State::Recovering {
-                        prop_assert!(i + 1 < c.len() || end == State::Recovering);
-                    }
-                }
                 // Terminated is absorbing: nothing follows it.
                 if let Some(t) = c.iter().position(|x| x.1 == State::Terminated) {
                     prop_assert_eq!(t, c.len() - 1);

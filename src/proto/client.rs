@@ -13,7 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
-use super::control::{ControlMessage, Reattach, REATTACH_LEN};
+use super::control::{ControlMessage, Reattach};
 use super::handshake::{Initiator, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::keys::SessionId;
@@ -641,37 +641,31 @@ impl Client {
 
     fn send_keepalive(&mut self, now: Instant) {
         let via = self.paths.active();
-        let Some(s) = self.session.as_mut() else {
+        let Some(payload) = self.session.as_mut().and_then(|s| s.keepalive_packet(now)) else {
             return;
         };
-        let mut buf = vec![0u8; DATA_OVERHEAD];
-        if let Some(n) = s.seal_data(&mut buf, 0, now) {
-            buf.truncate(n);
-            self.transmits.push_back(OwnedTransmit {
-                via,
-                src_ip: None,
-                dst: self.cfg.endpoint,
-                payload: buf,
-            });
-        }
+        self.transmits.push_back(OwnedTransmit {
+            via,
+            src_ip: None,
+            dst: self.cfg.endpoint,
+            payload,
+        });
     }
 
     fn send_control(&mut self, via: UplinkId, msg: ControlMessage, now: Instant) {
-        let Some(s) = self.session.as_mut() else {
+        let Some(payload) = self
+            .session
+            .as_mut()
+            .and_then(|s| s.control_packet(msg, now))
+        else {
             return;
         };
-        let mut body = [0u8; REATTACH_LEN];
-        let len = msg.encode(&mut body);
-        let mut buf = vec![0u8; DATA_OVERHEAD + len];
-        if let Some(n) = s.seal_control(&body[..len], &mut buf, now) {
-            buf.truncate(n);
-            self.transmits.push_back(OwnedTransmit {
-                via,
-                src_ip: None,
-                dst: self.cfg.endpoint,
-                payload: buf,
-            });
-        }
+        self.transmits.push_back(OwnedTransmit {
+            via,
+            src_ip: None,
+            dst: self.cfg.endpoint,
+            payload,
+        });
     }
 
     fn end_session(&mut self, reason: CloseReason, now: Instant) {

@@ -14,7 +14,7 @@ use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use super::binding::{Binding, Validation};
-use super::control::{ControlMessage, Reattach, RejectReason, REATTACH_LEN};
+use super::control::{ControlMessage, Reattach, RejectReason};
 use super::handshake::{Responder, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::path::ReattachStatus;
@@ -495,7 +495,7 @@ impl Gateway {
     ) -> Received {
         let len = datagram.len();
         let Some(s) = self.sessions.get_mut(&tag) else {
-            self.on_tombstone(tag, kind, counter, datagram, local, remote, now);
+            self.on_tombstone(tag, kind, counter, datagram, remote, now);
             return Received::Nothing;
         };
         // A duplicate from another address than the binding's is authenticated rather than
@@ -558,7 +558,8 @@ impl Gateway {
         let moves = !control
             .as_ref()
             .is_some_and(|m| m.is_probing() || matches!(m, ControlMessage::Reattach(_)));
-        if moves && opened.newest {
+        // Tokens are drawn only for a packet from another address: not per packet.
+        if moves && opened.newest && remote != s.binding.current() {
             let tokens = [self.token(), self.token()];
             let s = self.sessions.get_mut(&tag).expect("looked up above");
             let challenges = s.binding.on_newest(remote, len, tokens, now);
@@ -979,17 +980,15 @@ impl Gateway {
         if now < s.session.last_send + half && s.session.data_sent() > 0 {
             return;
         }
-        let mut buf = vec![0u8; DATA_OVERHEAD];
-        if !s.binding.may_send(buf.len()) {
+        if !s.binding.may_send(DATA_OVERHEAD) {
             return;
         }
-        if let Some(n) = s.session.seal_data(&mut buf, 0, now) {
-            buf.truncate(n);
+        if let Some(payload) = s.session.keepalive_packet(now) {
             self.transmits.push_back(OwnedTransmit {
                 via: UplinkId::DEFAULT,
                 src_ip: s.local_ip,
                 dst: s.binding.current(),
-                payload: buf,
+                payload,
             });
         }
     }
@@ -1008,22 +1007,20 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&tag) else {
             return;
         };
-        let mut body = [0u8; REATTACH_LEN];
-        let len = msg.encode(&mut body);
-        let mut buf = vec![0u8; DATA_OVERHEAD + len];
-        if dst == s.binding.current() && !s.binding.may_send(buf.len()) {
+        let Some(payload) = s.session.control_packet(msg, now) else {
+            return;
+        };
+        // (A packet refused here just leaves a gap in the control counters.)
+        if dst == s.binding.current() && !s.binding.may_send(payload.len()) {
             self.drops.count(DropReason::AmplificationLimit);
             return;
         }
-        if let Some(n) = s.session.seal_control(&body[..len], &mut buf, now) {
-            buf.truncate(n);
-            self.transmits.push_back(OwnedTransmit {
-                via: UplinkId::DEFAULT,
-                src_ip: s.local_ip,
-                dst,
-                payload: buf,
-            });
-        }
+        self.transmits.push_back(OwnedTransmit {
+            via: UplinkId::DEFAULT,
+            src_ip: s.local_ip,
+            dst,
+            payload,
+        });
     }
 
     fn token(&mut self) -> [u8; 8] {
@@ -1086,7 +1083,6 @@ impl Gateway {
         kind: SealedKind,
         counter: u64,
         datagram: &mut [u8],
-        _local: Option<IpAddr>,
         remote: SocketAddr,
         now: Instant,
     ) {
@@ -1108,16 +1104,12 @@ impl Gateway {
             return;
         }
         let msg = ControlMessage::StatusFrame(frame.encode());
-        let mut body = [0u8; REATTACH_LEN];
-        let len = msg.encode(&mut body);
-        let mut buf = vec![0u8; DATA_OVERHEAD + len];
-        if let Some(n) = t.session.seal_control(&body[..len], &mut buf, now) {
-            buf.truncate(n);
+        if let Some(payload) = t.session.control_packet(msg, now) {
             self.transmits.push_back(OwnedTransmit {
                 via: UplinkId::DEFAULT,
                 src_ip: t.local_ip,
                 dst: remote,
-                payload: buf,
+                payload,
             });
         }
     }

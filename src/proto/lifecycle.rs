@@ -45,8 +45,6 @@ pub struct Lifecycle {
     cfg: LifecycleConfig,
     created: Instant,
     transportless_since: Option<Instant>,
-    /// The reason the session became unstable (for the recovery reason code).
-    unstable: Option<SwitchReason>,
 }
 
 impl Lifecycle {
@@ -58,7 +56,6 @@ impl Lifecycle {
             cfg,
             created: now,
             transportless_since: None,
-            unstable: None,
         }
     }
 
@@ -187,7 +184,6 @@ impl Lifecycle {
         match status {
             ReattachStatus::Accepted => {
                 self.go(State::Attached, Reason::ReattachSuccess, now, events);
-                self.unstable = None;
             }
             ReattachStatus::Rejected(RejectReason::PolicyDenied) => {
                 self.go(State::Degraded, Reason::PolicyDenied, now, events);
@@ -215,7 +211,6 @@ impl Lifecycle {
 
     /// ATTACHED → VOLATILE for `reason` (no-op in any other state).
     fn unstable_for(&mut self, reason: SwitchReason, now: Instant, events: &mut Vec<Event>) {
-        self.unstable.get_or_insert(reason);
         if self.state() == State::Attached {
             let r = match reason {
                 SwitchReason::HeartbeatTimeout => Reason::HeartbeatTimeout,

@@ -185,6 +185,29 @@ impl Session {
         ))
     }
 
+    /// An owned, sealed Control datagram carrying `msg` (off the hot path). `None` when the
+    /// control counter is exhausted.
+    pub fn control_packet(
+        &mut self,
+        msg: super::control::ControlMessage,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let mut body = [0u8; super::control::REATTACH_LEN];
+        let len = msg.encode(&mut body);
+        let mut buf = vec![0u8; HEADER_LEN + len + TAG_LEN];
+        let n = self.seal_control(&body[..len], &mut buf, now)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// An owned, sealed empty Data datagram (a keepalive).
+    pub fn keepalive_packet(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; HEADER_LEN + TAG_LEN];
+        let n = self.seal_data(&mut buf, 0, now)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
     /// Opens a parsed Data/Control datagram in place. A duplicate is refused unless
     /// `allow_duplicate`: then it is authenticated (to serve as evidence of a race) but not
     /// counted as received, and the caller must not deliver it.
