@@ -50,6 +50,7 @@ fn pair() -> (Client, Gateway, SocketAddr, SocketAddr, Instant) {
             endpoint: gw_addr,
             routes: vec!["10.77.0.0/24".parse().unwrap()],
             proto: ProtoConfig::default(),
+            audit: false,
         },
         2,
         now,

@@ -64,6 +64,25 @@ pub enum Command {
     Events(crate::control::cli::EventsArgs),
     /// Terminate a session (reason operator_terminated).
     Terminate(crate::control::cli::TerminateArgs),
+    /// Work with audit files (signed transport.rebind records).
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every signature and link of an audit file; print a summary, or name the first bad
+    /// record and exit non-zero.
+    Verify {
+        file: PathBuf,
+        /// The chain's expected signer (base64 public key, as `jvpn pubkey` prints it): the
+        /// laptop's key for a laptop's file, the gateway's for a gateway's. Without it the first
+        /// record's signer is taken as the chain's.
+        #[arg(long, value_name = "PUBKEY")]
+        key: Option<String>,
+    },
 }
 
 impl Cli {
@@ -96,7 +115,27 @@ impl Cli {
             Command::Status(args) => crate::control::cli::status(args),
             Command::Events(args) => crate::control::cli::events(args),
             Command::Terminate(args) => crate::control::cli::terminate(args),
+            Command::Audit {
+                cmd: AuditCommand::Verify { file, key },
+            } => audit_verify(&file, key.as_deref()),
         }
+    }
+}
+
+fn audit_verify(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()> {
+    let expected = key
+        .map(crate::identity::PublicKey::from_base64)
+        .transpose()
+        .context("--key")?
+        .map(|k| k.0.to_bytes());
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read audit file {}", file.display()))?;
+    match crate::audit::verify_chain(&text, expected.as_ref()) {
+        Ok(summary) => {
+            println!("{}: {summary}", file.display());
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("{}: {e}", file.display()),
     }
 }
 

@@ -66,6 +66,16 @@ pub trait Core {
     fn state_version(&self, session_id: SessionId) -> Option<u64>;
     /// A reloaded policy.
     fn set_proto(&mut self, proto: crate::proto::ProtoConfig, now: Instant);
+    /// Next piece of audit work (E5): a re-anchor to sign, or a laptop's record to witness.
+    fn poll_audit(&mut self) -> Option<AuditItem>;
+    /// A record this node signed, to send to the gateway (laptop).
+    fn send_audit_record(&mut self, _session_id: SessionId, _bytes: Vec<u8>, _now: Instant) {}
+}
+
+/// Audit work a core hands to the node.
+pub enum AuditItem {
+    Draft(crate::proto::audit::RebindDraft),
+    Received(crate::proto::audit::ReceivedRecord),
 }
 
 /// The control socket's side of the loop: requests to answer, and what `jvpn status` says
@@ -75,6 +85,8 @@ pub struct Control {
     pub info: NodeInfo,
     /// Re-reads the policy on SIGHUP; an error keeps the running policy (P3).
     pub reload: Option<Reload>,
+    /// The audit trail's writer thread, when the config names an `audit` file.
+    pub audit: Option<crate::audit::log::AuditWorker>,
 }
 
 /// Loads the policy again (SIGHUP).
@@ -254,6 +266,12 @@ impl Core for Client {
     fn set_proto(&mut self, proto: crate::proto::ProtoConfig, now: Instant) {
         Client::set_proto(self, proto, now)
     }
+    fn poll_audit(&mut self) -> Option<AuditItem> {
+        Client::poll_audit(self).map(AuditItem::Draft)
+    }
+    fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant) {
+        Client::send_audit_record(self, session_id, bytes, now)
+    }
 }
 
 impl Core for Gateway {
@@ -333,6 +351,9 @@ impl Core for Gateway {
     fn set_proto(&mut self, proto: crate::proto::ProtoConfig, _now: Instant) {
         Gateway::set_proto(self, proto)
     }
+    fn poll_audit(&mut self) -> Option<AuditItem> {
+        Gateway::poll_audit(self).map(AuditItem::Received)
+    }
 }
 
 /// The current wall-clock time as the core's timestamp.
@@ -356,6 +377,8 @@ pub struct Sockets {
     /// The default socket is bound to a wildcard address: read destinations, answer from them.
     pktinfo: bool,
     uplinks: BTreeMap<UplinkId, UdpSocket>,
+    /// Local addresses of the sockets opened so far (kept after a socket closes: audit detail).
+    locals: BTreeMap<UplinkId, SocketAddr>,
     gateway: Option<SocketAddr>,
     next_poll: usize,
 }
@@ -383,6 +406,7 @@ impl Sockets {
             default,
             pktinfo,
             uplinks: BTreeMap::new(),
+            locals: BTreeMap::new(),
             gateway,
             next_poll: 0,
         })
@@ -399,12 +423,31 @@ impl Sockets {
             }
             match bind_to_device(&u.name, gateway) {
                 Ok(s) => {
+                    if let Ok(a) = s.local_addr() {
+                        if self.locals.len() > 64 {
+                            self.locals.clear();
+                        }
+                        self.locals.insert(u.id, a);
+                    }
                     self.uplinks.insert(u.id, s);
                 }
                 Err(e) => {
                     tracing::warn!(uplink = %u.name, error = %e, "cannot open a socket on this uplink; it will not be used")
                 }
             }
+        }
+    }
+
+    /// The local address of the socket `via` (or had), for audit detail.
+    pub fn local_addr(&self, via: UplinkId) -> String {
+        match self.locals.get(&via) {
+            Some(a) => a.to_string(),
+            None if via == UplinkId::DEFAULT => self
+                .default
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            None => String::new(),
         }
     }
 
@@ -517,8 +560,12 @@ pub async fn run<C: Core>(
     // `far` also re-arms after a wake with no deadline left.
     let mut armed: Option<Instant> = None;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut audit = control.as_mut().and_then(|c| c.audit.take());
     loop {
         flush(core, sockets, &mut send_errors, &mut on_event).await;
+        if let Some(a) = audit.as_ref() {
+            submit_audit(core, sockets, a);
+        }
         // Deadlines mostly move later (every packet pushes keepalives and probes back): an
         // armed timer that is earlier than needed just wakes once for nothing, which is far
         // cheaper than re-arming on every packet. Re-arm only for an earlier deadline.
@@ -531,6 +578,12 @@ pub async fn run<C: Core>(
         let uplink_change = async {
             match uplinks.as_mut() {
                 Some(w) => w.next_change().await,
+                None => std::future::pending().await,
+            }
+        };
+        let signed_record = async {
+            match audit.as_mut() {
+                Some(a) => a.signed.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -585,6 +638,10 @@ pub async fn run<C: Core>(
                 sleep.as_mut().reset(far());
                 core.handle_timeout(Instant::now());
             }
+            signed = signed_record => match signed {
+                Some((session_id, bytes)) => core.send_audit_record(session_id, bytes, Instant::now()),
+                None => audit = None,
+            },
             req = control_request => match (req, control.as_ref()) {
                 (Some(req), Some(c)) => answer_control(core, req, &c.info),
                 _ => control = None,
@@ -592,6 +649,32 @@ pub async fn run<C: Core>(
             _ = hangup.recv() => reload(core, control.as_mut()),
         }
     }
+}
+
+/// Hands the core's audit work to the writer thread (never waits).
+fn submit_audit<C: Core>(core: &mut C, sockets: &Sockets, audit: &crate::audit::log::AuditWorker) {
+    use crate::audit::log::Job;
+    while let Some(item) = core.poll_audit() {
+        audit.submit(match item {
+            AuditItem::Draft(draft) => {
+                let locals = [
+                    sockets.local_addr(draft.old.via),
+                    sockets.local_addr(draft.new.via),
+                ];
+                Job::Rebind { draft, locals }
+            }
+            AuditItem::Received(record) => Job::Witness {
+                record,
+                at_ms: wall_ms(),
+            },
+        });
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    let t = wall_now();
+    t.secs * 1000 + u64::from(t.nanos / 1_000_000)
 }
 
 async fn on_tun_packet<C: Core>(

@@ -14,6 +14,7 @@
 //! - [`driver`]: the event loop that connects the core to the system; the only place that
 //!   reads the clock and owns file descriptors.
 
+pub mod audit;
 pub mod cli;
 pub mod control;
 pub mod driver;

@@ -90,18 +90,27 @@ struct Observability {
     control_task: tokio::task::JoinHandle<()>,
     info: driver::NodeInfo,
     policy_path: Option<std::path::PathBuf>,
+    audit: Option<crate::audit::log::AuditWorker>,
 }
 
 impl Observability {
     fn start(
         role: crate::control::NodeRole,
         identity: &Identity,
-        policy: &Policy,
-        policy_path: Option<std::path::PathBuf>,
+        (policy, policy_path): (&Policy, Option<std::path::PathBuf>),
         (configured, cli): (Option<&std::path::PathBuf>, Vec<SinkSpec>),
         (socket, tunnel): (Option<&std::path::Path>, &str),
         peers: Vec<String>,
+        (audit_path, peer_keys): (Option<&std::path::Path>, Vec<[u8; 32]>),
     ) -> anyhow::Result<Self> {
+        let audit = match audit_path {
+            Some(p) => {
+                let log = crate::audit::AuditLog::open(p, identity.signing_key().clone())?;
+                tracing::info!(file = %p.display(), next_seq = log.next_seq(), "audit trail on");
+                Some(crate::audit::log::AuditWorker::spawn(log, peer_keys)?)
+            }
+            None => None,
+        };
         let hub = crate::events::EventHub::new(sinks(configured, cli))?;
         let socket = crate::control::socket_path_for(socket, tunnel)?;
         let server = crate::control::ControlServer::bind(&socket)?;
@@ -121,6 +130,7 @@ impl Observability {
             control_task,
             info,
             policy_path,
+            audit,
         })
     }
 
@@ -140,6 +150,7 @@ impl Observability {
             control_task,
             info,
             policy_path,
+            audit,
         } = self;
         let node_id = info.node_id.clone();
         // Shared with the reload hook, so events report the policy in force.
@@ -157,6 +168,7 @@ impl Observability {
             requests: control_rx,
             info,
             reload: Some(reloader(policy_path, policy_version.clone())),
+            audit,
         };
         driver::run(
             core,
@@ -239,11 +251,11 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
     let obs = Observability::start(
         crate::control::NodeRole::Laptop,
         &identity,
-        &cfg.policy,
-        cfg.policy_path.clone(),
+        (&cfg.policy, cfg.policy_path.clone()),
         (cfg.events.as_ref(), events),
         (cfg.control_socket.as_deref(), &tun.name),
         Vec::new(),
+        (cfg.audit.as_deref(), Vec::new()),
     )?;
     privileges::drop_all();
     tracing::info!(
@@ -259,6 +271,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         endpoint: cfg.gateway.endpoint,
         routes: inner_routes,
         proto: proto_config(&cfg.policy),
+        audit: cfg.audit.is_some(),
     };
     let mut core = Client::new(core_cfg, seed(), Instant::now(), driver::wall_now());
     let log = |e: &Event| log_event(e, &|_| "gateway".to_owned());
@@ -311,11 +324,14 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
     let obs = Observability::start(
         crate::control::NodeRole::Gateway,
         &identity,
-        &cfg.policy,
-        cfg.policy_path.clone(),
+        (&cfg.policy, cfg.policy_path.clone()),
         (cfg.events.as_ref(), events),
         (cfg.control_socket.as_deref(), &tun.name),
         names.clone(),
+        (
+            cfg.audit.as_deref(),
+            cfg.peers.iter().map(|p| p.public_key.to_bytes()).collect(),
+        ),
     )?;
     privileges::drop_all();
     tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");

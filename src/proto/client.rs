@@ -4,7 +4,7 @@
 //! alive, reattaches over a new bearer without a new handshake, and replaces a session that has
 //! gone silent on every path (a new handshake means a new SessionID, reported as such).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
-use super::control::{ControlMessage, Reattach};
+use super::audit::{AuditCounters, Outbox, PathEndDraft, RebindDraft};
+use super::control::{self, ControlMessage, Reattach};
 use super::handshake::{Initiator, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::keys::SessionId;
@@ -45,6 +46,8 @@ pub struct ClientConfig {
     /// Inner networks the gateway may send from (the tunnel's routes).
     pub routes: Vec<IpNet>,
     pub proto: ProtoConfig,
+    /// Make a `transport.rebind` draft for every completed re-anchor (E5).
+    pub audit: bool,
 }
 
 #[derive(Debug)]
@@ -85,6 +88,15 @@ pub struct Client {
     /// The last session that ended (reported as `previous` of the next one).
     previous: Option<SessionId>,
     events_buf: Vec<Event>,
+    /// Completed re-anchors waiting to be signed (only with `cfg.audit`).
+    audit_drafts: VecDeque<RebindDraft>,
+    /// Signed records on their way to the gateway.
+    outbox: Outbox,
+    /// The uplink data last went out by, and (epoch, first data counter) when it became so.
+    last_active: UplinkId,
+    switch_point: (u32, u64),
+    /// Interface names of the uplinks seen (audit detail: the old one may be gone).
+    uplink_names: BTreeMap<UplinkId, String>,
 }
 
 impl Client {
@@ -117,6 +129,11 @@ impl Client {
             bad_controls: 0,
             previous: None,
             events_buf: Vec::new(),
+            audit_drafts: VecDeque::new(),
+            outbox: Outbox::default(),
+            last_active: UplinkId::DEFAULT,
+            switch_point: (0, 0),
+            uplink_names: BTreeMap::new(),
         };
         // The first initiation goes out at the first timeout, so that uplinks reported right
         // after construction carry it (the gateway first sees the address the session uses).
@@ -195,8 +212,12 @@ impl Client {
 
     /// The system's usable uplinks changed (a snapshot, not a delta).
     pub fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
+        if self.uplink_names.len() > 64 {
+            self.uplink_names.clear();
+        }
         for u in &snapshot {
             tracing::debug!(uplink = %u.name, id = u.id.0, class = %u.class, rank = u.rank, "usable uplink");
+            self.uplink_names.insert(u.id, u.name.clone());
         }
         let mut actions = std::mem::take(&mut self.actions);
         self.paths.set_uplinks(snapshot, now, &mut actions);
@@ -245,6 +266,7 @@ impl Client {
                 self.terminate(reason, now);
             }
         }
+        self.resend_audit_records(now);
         let Some(s) = self.session.as_ref() else {
             return;
         };
@@ -334,6 +356,9 @@ impl Client {
                 ),
             }
         }
+        if let Some(t) = self.outbox.next_deadline() {
+            consider(t, Timer::Audit);
+        }
         if let Some(s) = &self.session {
             consider(s.last_send + self.cfg.proto.keepalive, Timer::Keepalive);
             consider(
@@ -342,6 +367,52 @@ impl Client {
             );
         }
         best
+    }
+
+    /// Next completed re-anchor to sign and record (E5). Drain it after the events.
+    pub fn poll_audit(&mut self) -> Option<RebindDraft> {
+        self.audit_drafts.pop_front()
+    }
+
+    /// Sends a signed record (wire form) to the gateway, and again every `audit::RESEND`
+    /// until it is acknowledged. A record of a session that has ended is dropped (counted).
+    pub fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant) {
+        if self.session.as_ref().map(|s| s.id()) != Some(session_id) {
+            self.outbox.counters.undelivered += 1;
+            return;
+        }
+        self.send_control_bytes(&control::audit_record_plaintext(&bytes), now);
+        self.outbox.push(session_id, bytes, now);
+    }
+
+    /// Audit traffic counters.
+    pub fn audit_counters(&self) -> AuditCounters {
+        self.outbox.counters
+    }
+
+    fn resend_audit_records(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.outbox.due(now, &mut due);
+        for bytes in due {
+            self.send_control_bytes(&control::audit_record_plaintext(&bytes), now);
+        }
+    }
+
+    fn send_control_bytes(&mut self, plain: &[u8], now: Instant) {
+        let via = self.paths.active();
+        let Some(payload) = self
+            .session
+            .as_mut()
+            .and_then(|s| s.control_packet_bytes(plain, now))
+        else {
+            return;
+        };
+        self.transmits.push_back(OwnedTransmit {
+            via,
+            src_ip: None,
+            dst: self.cfg.endpoint,
+            payload,
+        });
     }
 
     /// The current session, if established.
@@ -519,6 +590,7 @@ impl Client {
             ControlMessage::ProbeAck(_) => {}
             ControlMessage::RekeyResp { epoch, public } => self.on_rekey_resp(epoch, &public, now),
             ControlMessage::StatusFrame(octets) => self.on_status_frame(octets, now),
+            ControlMessage::AuditAck(digest) => self.outbox.ack(digest),
             ControlMessage::Probe(_)
             | ControlMessage::PathResponse(_)
             | ControlMessage::Reattach(_)
@@ -531,6 +603,13 @@ impl Client {
     /// Turns the path logic's decisions into packets and events.
     fn run_actions(&mut self, actions: &mut Vec<PathAction>, now: Instant) {
         let session_id = self.session.as_ref().map(|s| s.id());
+        if self.paths.active() != self.last_active {
+            // Data leaves by another uplink from the next packet on: the media window.
+            self.last_active = self.paths.active();
+            if let Some(s) = self.session.as_ref() {
+                self.switch_point = (s.epoch(), s.data_sent());
+            }
+        }
         for a in actions.drain(..) {
             let Some(session_id) = session_id else {
                 if matches!(a, PathAction::NoUplink { .. }) {
@@ -591,13 +670,28 @@ impl Client {
                     attempt,
                     make_before_break,
                 }),
-                PathAction::Switched { from, to, reason } => {
+                PathAction::Switched {
+                    from,
+                    to,
+                    reason,
+                    from_via,
+                    to_via,
+                } => {
                     self.events.push_back(Event::TransportSwitch {
                         session_id,
                         from,
                         to,
                         reason,
-                    })
+                    });
+                    if self.cfg.audit {
+                        self.draft_rebind(
+                            session_id,
+                            reason.name(),
+                            (from, from_via),
+                            (to, to_via),
+                            now,
+                        );
+                    }
                 }
                 PathAction::Denied { reason, .. } => self
                     .events
@@ -611,6 +705,43 @@ impl Client {
                 PathAction::SessionRefused(_) => self.end_session(CloseReason::PeerClosed, now),
             }
         }
+    }
+
+    fn draft_rebind(
+        &mut self,
+        session_id: SessionId,
+        reason: &'static str,
+        (from, from_via): (Option<crate::policy::BearerClass>, UplinkId),
+        (to, to_via): (crate::policy::BearerClass, UplinkId),
+        now: Instant,
+    ) {
+        let name = |id: UplinkId| self.uplink_names.get(&id).cloned().unwrap_or_default();
+        let (epoch, resume) = self.switch_point;
+        let ts = self.clock.at(now);
+        let draft = RebindDraft {
+            session_id,
+            reason,
+            old: PathEndDraft {
+                class: from,
+                via: from_via,
+                iface: name(from_via),
+            },
+            new: PathEndDraft {
+                class: Some(to),
+                via: to_via,
+                iface: name(to_via),
+            },
+            epoch,
+            last_seq: resume.saturating_sub(1),
+            resume_seq: resume,
+            at_ms: ts.secs * 1000 + u64::from(ts.nanos / 1_000_000),
+        };
+        self.outbox.counters.drafted += 1;
+        if self.audit_drafts.len() >= super::audit::QUEUE_LIMIT {
+            self.audit_drafts.pop_front();
+            self.outbox.counters.draft_overflow += 1;
+        }
+        self.audit_drafts.push_back(draft);
     }
 
     fn flush_queue(&mut self, now: Instant) {
@@ -687,6 +818,7 @@ impl Client {
                 self.events.extend(self.events_buf.drain(..));
             }
             self.paths.set_live(false, now);
+            self.outbox.keep_session(None);
             self.previous = Some(s.id());
             self.events.push_back(Event::SessionClosed {
                 session_id: s.id(),

@@ -18,6 +18,9 @@
 //! RekeyResp       0:type=10 1..5:epoch u32 5..37:X25519 public key (responder's ephemeral)
 //! StatusFrame     0:type=11 1..3:the two-octet MUX status frame (gateway → laptop, only to a
 //!                 peer that proved the session's keys; see `status_frame`)
+//! AuditRecord     0:type=12 1..:a signed transport.rebind record, canonical bytes ‖ signature
+//!                 (laptop → gateway; variable length, at most AUDIT_RECORD_MAX; see `crate::audit`)
+//! AuditAck        0:type=13 1..9:first 8 bytes of SHA-256 over the AuditRecord body
 //! ```
 
 use super::CloseReason;
@@ -33,6 +36,30 @@ const TYPE_PROBE_ACK: u8 = 8;
 const TYPE_REKEY_INIT: u8 = 9;
 const TYPE_REKEY_RESP: u8 = 10;
 const TYPE_STATUS_FRAME: u8 = 11;
+const TYPE_AUDIT_RECORD: u8 = 12;
+const TYPE_AUDIT_ACK: u8 = 13;
+
+/// Longest AuditRecord body accepted (a record with every string at its bound is ~700 bytes).
+pub const AUDIT_RECORD_MAX: usize = 1024;
+
+/// The body of an AuditRecord control plaintext, if `plain` is one. It is variable-length, so
+/// it is not a [`ControlMessage`] (those are fixed-size and `Copy`).
+pub fn audit_record_body(plain: &[u8]) -> Option<&[u8]> {
+    match plain.split_first() {
+        Some((&TYPE_AUDIT_RECORD, body)) if !body.is_empty() && body.len() <= AUDIT_RECORD_MAX => {
+            Some(body)
+        }
+        _ => None,
+    }
+}
+
+/// The control plaintext of an AuditRecord carrying `body`.
+pub fn audit_record_plaintext(body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + body.len());
+    v.push(TYPE_AUDIT_RECORD);
+    v.extend_from_slice(body);
+    v
+}
 
 /// Plaintext length of a Reattach (padded).
 pub const REATTACH_LEN: usize = 256;
@@ -127,6 +154,8 @@ pub enum ControlMessage {
     },
     /// The gateway's honest word on a session it will not honour (F1).
     StatusFrame([u8; 2]),
+    /// The gateway received the AuditRecord with this digest (`proto::audit::digest`).
+    AuditAck([u8; 8]),
 }
 
 impl ControlMessage {
@@ -191,6 +220,7 @@ impl ControlMessage {
                 put(out, &[&[TYPE_REKEY_RESP], &epoch.to_le_bytes(), &public])
             }
             ControlMessage::StatusFrame(f) => put(out, &[&[TYPE_STATUS_FRAME], &f]),
+            ControlMessage::AuditAck(d) => put(out, &[&[TYPE_AUDIT_ACK], &d]),
         }
     }
 
@@ -229,6 +259,7 @@ impl ControlMessage {
                 public: rest[4..36].try_into().ok()?,
             },
             (TYPE_STATUS_FRAME, 2) => ControlMessage::StatusFrame([rest[0], rest[1]]),
+            (TYPE_AUDIT_ACK, 8) => ControlMessage::AuditAck(rest.try_into().ok()?),
             (TYPE_REKEY_RESP, 36) => ControlMessage::RekeyResp {
                 epoch: u32_at(rest, 0),
                 public: rest[4..36].try_into().ok()?,
@@ -312,6 +343,21 @@ mod tests {
             public: [8; 32],
         });
         round_trip(ControlMessage::StatusFrame([0x65, 0xF6]));
+        round_trip(ControlMessage::AuditAck([3; 8]));
+    }
+
+    #[test]
+    fn audit_records_are_bounded_and_typed() {
+        let p = audit_record_plaintext(&[7; 300]);
+        assert_eq!(audit_record_body(&p), Some(&[7u8; 300][..]));
+        assert_eq!(audit_record_body(&[TYPE_AUDIT_RECORD]), None, "empty body");
+        assert_eq!(
+            audit_record_body(&audit_record_plaintext(&[0; AUDIT_RECORD_MAX + 1])),
+            None
+        );
+        assert_eq!(audit_record_body(&[TYPE_PROBE, 0, 0, 0, 0]), None);
+        // Not a fixed-size message either.
+        assert_eq!(ControlMessage::decode(&p), None);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
+use super::audit::{self, ReceivedRecord};
 use super::binding::{Binding, Validation};
-use super::control::{ControlMessage, Reattach, RejectReason};
+use super::control::{self, ControlMessage, Reattach, RejectReason};
 use super::handshake::{Responder, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::path::ReattachStatus;
@@ -92,6 +93,8 @@ struct GwSession {
     /// When a replayed control packet was last reported.
     last_replay_event: Option<Instant>,
     confirmed: bool,
+    /// Digests of the audit records received lately (resent copies are only acknowledged).
+    audit_seen: VecDeque<[u8; 8]>,
 }
 
 /// Authentication failures from one source address (J9).
@@ -135,6 +138,10 @@ pub struct Gateway {
     events: VecDeque<Event>,
     drops: DropCounters,
     next_housekeeping: Instant,
+    /// Audit records received, for the node to verify and witness.
+    audit: VecDeque<ReceivedRecord>,
+    /// Audit records dropped because the node fell behind by `audit::RECEIVED_LIMIT`.
+    pub audit_overflow: u64,
 }
 
 impl Gateway {
@@ -175,6 +182,8 @@ impl Gateway {
             events: VecDeque::new(),
             drops: DropCounters::default(),
             next_housekeeping: now + HOUSEKEEPING,
+            audit: VecDeque::new(),
+            audit_overflow: 0,
         }
     }
 
@@ -474,6 +483,7 @@ impl Gateway {
                 bad_controls: 0,
                 last_replay_event: None,
                 confirmed: false,
+                audit_seen: VecDeque::new(),
             },
         );
         self.transmits.push_back(OwnedTransmit {
@@ -515,10 +525,16 @@ impl Gateway {
                 return Received::Nothing;
             }
         };
+        let mut audit_record = false;
         let control = match kind {
             SealedKind::Control => {
-                match ControlMessage::decode(&datagram[opened.plaintext.clone()]) {
+                let plain = &datagram[opened.plaintext.clone()];
+                match ControlMessage::decode(plain) {
                     Some(m) => Some(m),
+                    None if control::audit_record_body(plain).is_some() => {
+                        audit_record = true;
+                        None
+                    }
                     None => {
                         if !opened.duplicate {
                             self.bad_control(tag, now);
@@ -572,6 +588,12 @@ impl Gateway {
         }
         if let Some(m) = control {
             self.on_control(tag, m, opened.newest, len, remote, now);
+            return Received::Nothing;
+        }
+        if audit_record {
+            let plain = &datagram[opened.plaintext.clone()];
+            let body = control::audit_record_body(plain).expect("checked when decoding");
+            self.on_audit_record(tag, body, remote, now);
             return Received::Nothing;
         }
         let s = self.sessions.get_mut(&tag).expect("looked up above");
@@ -675,6 +697,37 @@ impl Gateway {
             }
             _ => self.bad_control(tag, now),
         }
+    }
+
+    /// A signed audit record from the session's laptop: acknowledged at once (a resent copy
+    /// too), queued once for the node to verify against the peer's identity and witness.
+    fn on_audit_record(&mut self, tag: RoutingTag, body: &[u8], remote: SocketAddr, now: Instant) {
+        let digest = audit::digest(body);
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        if !s.audit_seen.contains(&digest) {
+            if s.audit_seen.len() >= audit::SEEN_KEPT {
+                s.audit_seen.pop_front();
+            }
+            s.audit_seen.push_back(digest);
+            if self.audit.len() >= audit::RECEIVED_LIMIT {
+                self.audit.pop_front();
+                self.audit_overflow += 1;
+            }
+            self.audit.push_back(ReceivedRecord {
+                session_id: s.session.id(),
+                peer: s.peer,
+                from: remote,
+                bytes: body.to_vec(),
+            });
+        }
+        self.send_control(tag, remote, ControlMessage::AuditAck(digest), now);
+    }
+
+    /// Next received audit record to verify and witness.
+    pub fn poll_audit(&mut self) -> Option<ReceivedRecord> {
+        self.audit.pop_front()
     }
 
     /// Rekey responder: prepares the next epoch and answers with its own ephemeral key; the

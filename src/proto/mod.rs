@@ -10,6 +10,7 @@
 //! The hot path (`handle_tun_packet`, and data in `handle_datagram`) works in place in the
 //! caller's buffer and returns its result directly; it allocates nothing.
 
+pub mod audit;
 pub mod binding;
 pub mod client;
 pub mod control;
@@ -104,6 +105,8 @@ pub enum Timer {
     Lifecycle,
     /// Start, resend or give up a rekey; expire keys (laptop); expire replaced keys.
     Rekey,
+    /// Resend an audit record the gateway has not acknowledged (laptop).
+    Audit,
 }
 
 /// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.

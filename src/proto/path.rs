@@ -106,6 +106,9 @@ pub enum PathAction {
         from: Option<BearerClass>,
         to: BearerClass,
         reason: SwitchReason,
+        /// The uplinks data left by before and leaves by now (audit detail).
+        from_via: UplinkId,
+        to_via: UplinkId,
     },
     /// A switch was not made; `dead` says the active path is dead (so the session is
     /// unstable), `None` that it was only a preferred bearer.
@@ -332,6 +335,8 @@ impl PathManager {
                 from,
                 to,
                 reason: m.reason,
+                from_via: m.from,
+                to_via: m.to,
             });
         }
     }

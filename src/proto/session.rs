@@ -200,6 +200,15 @@ impl Session {
         Some(buf)
     }
 
+    /// An owned, sealed Control datagram carrying the plaintext `plain` (variable-length
+    /// messages such as an AuditRecord). `None` when the control counter is exhausted.
+    pub fn control_packet_bytes(&mut self, plain: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; HEADER_LEN + plain.len() + TAG_LEN];
+        let n = self.seal_control(plain, &mut buf, now)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
     /// An owned, sealed empty Data datagram (a keepalive).
     pub fn keepalive_packet(&mut self, now: Instant) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; HEADER_LEN + TAG_LEN];

@@ -66,6 +66,8 @@ pub struct Laptop {
     pub tun_at: Vec<Instant>,
     pub events: Vec<Event>,
     pub identity: Identity,
+    /// Completed re-anchors the core asked to have signed (E5), in order.
+    pub audit_drafts: Vec<jvpn::proto::audit::RebindDraft>,
 }
 
 impl Laptop {
@@ -104,6 +106,8 @@ pub struct World {
     pub gateway_tun_out: Vec<Vec<u8>>,
     pub gateway_tun_at: Vec<Instant>,
     pub gateway_events: Vec<Event>,
+    /// Audit records the gateway received from laptops, in order.
+    pub gateway_audit: Vec<jvpn::proto::audit::ReceivedRecord>,
     pub laptops: Vec<Laptop>,
     /// (delivery time, sequence) → datagram.
     in_flight: BTreeMap<(Instant, u64), Datagram>,
@@ -172,6 +176,7 @@ impl World {
             gateway_tun_out: Vec::new(),
             gateway_tun_at: Vec::new(),
             gateway_events: Vec::new(),
+            gateway_audit: Vec::new(),
             laptops: Vec::new(),
             in_flight: BTreeMap::new(),
             seq: 0,
@@ -203,6 +208,7 @@ impl World {
             endpoint: self.gateway_addr,
             routes: vec!["10.77.0.0/24".parse().unwrap()],
             proto,
+            audit: true,
         };
         let core = Client::new(
             cfg,
@@ -222,6 +228,7 @@ impl World {
             tun_at: Vec::new(),
             events: Vec::new(),
             identity: id,
+            audit_drafts: Vec::new(),
         });
     }
 
@@ -238,6 +245,9 @@ impl World {
         while let Some(e) = self.gateway.poll_event() {
             self.gateway_events.push(e);
         }
+        while let Some(r) = self.gateway.poll_audit() {
+            self.gateway_audit.push(r);
+        }
         for i in 0..self.laptops.len() {
             while let Some(t) = self.laptops[i].core.poll_transmit() {
                 if let Some(from) = self.laptops[i].source(t.via) {
@@ -246,6 +256,9 @@ impl World {
             }
             while let Some(e) = self.laptops[i].core.poll_event() {
                 self.laptops[i].events.push(e);
+            }
+            while let Some(d) = self.laptops[i].core.poll_audit() {
+                self.laptops[i].audit_drafts.push(d);
             }
         }
     }
