@@ -70,6 +70,10 @@ pub trait Core {
     fn poll_audit(&mut self) -> Option<AuditItem>;
     /// A record this node signed, to send to the gateway (laptop).
     fn send_audit_record(&mut self, _session_id: SessionId, _bytes: Vec<u8>, _now: Instant) {}
+    /// A socket to open or close (laptop, moving target).
+    fn poll_socket_change(&mut self) -> Option<crate::proto::SocketChange> {
+        None
+    }
 }
 
 /// Audit work a core hands to the node.
@@ -272,6 +276,9 @@ impl Core for Client {
     fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant) {
         Client::send_audit_record(self, session_id, bytes, now)
     }
+    fn poll_socket_change(&mut self) -> Option<crate::proto::SocketChange> {
+        Client::poll_socket_change(self)
+    }
 }
 
 impl Core for Gateway {
@@ -379,6 +386,8 @@ pub struct Sockets {
     uplinks: BTreeMap<UplinkId, UdpSocket>,
     /// Local addresses of the sockets opened so far (kept after a socket closes: audit detail).
     locals: BTreeMap<UplinkId, SocketAddr>,
+    /// Interface names of the uplinks (by interface id), to open more sockets on them.
+    names: BTreeMap<UplinkId, String>,
     gateway: Option<SocketAddr>,
     next_poll: usize,
 }
@@ -407,33 +416,59 @@ impl Sockets {
             pktinfo,
             uplinks: BTreeMap::new(),
             locals: BTreeMap::new(),
+            names: BTreeMap::new(),
             gateway,
             next_poll: 0,
         })
     }
 
-    /// Opens sockets for new uplinks and closes those of vanished ones.
+    /// Opens a socket for each new uplink and closes every socket of vanished ones.
     pub fn set_uplinks(&mut self, uplinks: &[Uplink]) {
-        let Some(gateway) = self.gateway else { return };
+        if self.gateway.is_none() {
+            return;
+        }
         self.uplinks
-            .retain(|id, _| uplinks.iter().any(|u| u.id == *id));
+            .retain(|id, _| uplinks.iter().any(|u| u.id == id.interface()));
+        self.names = uplinks.iter().map(|u| (u.id, u.name.clone())).collect();
         for u in uplinks {
-            if self.uplinks.contains_key(&u.id) {
-                continue;
+            // An uplink keeps whichever generation of its socket the core moved it to.
+            if !self.uplinks.keys().any(|id| id.interface() == u.id) {
+                self.open(u.id);
             }
-            match bind_to_device(&u.name, gateway) {
-                Ok(s) => {
-                    if let Ok(a) = s.local_addr() {
-                        if self.locals.len() > 64 {
-                            self.locals.clear();
-                        }
-                        self.locals.insert(u.id, a);
+        }
+    }
+
+    /// Opens socket `id` (a generation of an uplink's socket: a new source port).
+    fn open(&mut self, id: UplinkId) {
+        let (Some(gateway), Some(name)) = (self.gateway, self.names.get(&id.interface())) else {
+            return;
+        };
+        match bind_to_device(name, gateway) {
+            Ok(s) => {
+                if let Ok(a) = s.local_addr() {
+                    if self.locals.len() > 64 {
+                        self.locals.clear();
                     }
-                    self.uplinks.insert(u.id, s);
+                    tracing::debug!(uplink = %name, generation = id.generation(), local = %a, "socket opened");
+                    self.locals.insert(id, a);
                 }
-                Err(e) => {
-                    tracing::warn!(uplink = %u.name, error = %e, "cannot open a socket on this uplink; it will not be used")
-                }
+                self.uplinks.insert(id, s);
+            }
+            Err(e) => {
+                tracing::warn!(uplink = %name, error = %e, "cannot open a socket on this uplink; it will not be used")
+            }
+        }
+    }
+
+    /// Applies a socket change the core asked for.
+    pub fn change(&mut self, c: crate::proto::SocketChange) {
+        match c {
+            crate::proto::SocketChange::Open(id) if !self.uplinks.contains_key(&id) => {
+                self.open(id)
+            }
+            crate::proto::SocketChange::Open(_) => {}
+            crate::proto::SocketChange::Close(id) => {
+                self.uplinks.remove(&id);
             }
         }
     }
@@ -478,6 +513,14 @@ impl Sockets {
         buf: &[u8],
         dst: SocketAddr,
     ) -> io::Result<usize> {
+        if via.generation() != 0 && !self.uplinks.contains_key(&via) {
+            // A moving-target socket that could not be opened (or is closed): never let its
+            // packets leave by another route. The core sees a send error; the move fails.
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the socket of this move is not open",
+            ));
+        }
         let sock = self.get(via);
         if !(via == UplinkId::DEFAULT && self.pktinfo && src_ip.is_some()) {
             return match sock.try_send_to(buf, dst) {
@@ -563,8 +606,10 @@ pub async fn run<C: Core>(
     let mut audit = control.as_mut().and_then(|c| c.audit.take());
     loop {
         flush(core, sockets, &mut send_errors, &mut on_event).await;
-        if let Some(a) = audit.as_ref() {
-            submit_audit(core, sockets, a);
+        match audit.as_ref() {
+            Some(a) => submit_audit(core, sockets, a),
+            // No audit file here: a laptop's records are acknowledged and not kept.
+            None => while core.poll_audit().is_some() {},
         }
         // Deadlines mostly move later (every packet pushes keepalives and probes back): an
         // armed timer that is earlier than needed just wakes once for nothing, which is far
@@ -716,11 +761,14 @@ async fn on_datagram<C: Core>(
 
 async fn flush<C: Core>(
     core: &mut C,
-    sockets: &Sockets,
+    sockets: &mut Sockets,
     errors: &mut SendErrors,
     on_event: &mut impl FnMut(&Event, Option<u64>),
 ) {
     loop {
+        while let Some(c) = core.poll_socket_change() {
+            sockets.change(c);
+        }
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = sockets.send(t.via, t.src_ip, &t.payload, t.dst).await {
                 errors.record(t.via, t.dst, &e);

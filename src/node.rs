@@ -79,6 +79,10 @@ pub fn path_config(policy: &Policy) -> PathConfig {
             .collect(),
         max_auth_failures: policy.security.max_auth_failures,
         auth_failure_window: policy.security.auth_failure_window,
+        moving_target: policy
+            .moving_target
+            .enabled
+            .then_some((policy.moving_target.interval, policy.moving_target.jitter)),
     }
 }
 

@@ -14,20 +14,20 @@ use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use super::audit::{AuditCounters, Outbox, PathEndDraft, RebindDraft};
-use super::control::{self, ControlMessage, Reattach};
+use super::control::{self, ControlMessage, Reattach, RejectReason};
 use super::handshake::{Initiator, StaticKeys, Timestamp};
 use super::iptable::IpTable;
 use super::keys::SessionId;
 use super::lifecycle::Lifecycle;
-use super::path::{PathAction, PathManager, Uplink};
+use super::path::{PathAction, PathManager, ReattachStatus, Uplink};
 use super::rekey::{self, Ephemeral, RekeyDenial, RekeyTrigger};
 use super::session::Session;
 use super::state::{Reason, State};
 use super::status_frame::{SenderAction, StatusFrame};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
-    CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Timer,
-    Transmit, UplinkId, WallClock,
+    CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received,
+    SocketChange, Timer, Transmit, UplinkId, WallClock,
 };
 
 /// Packets held while no session exists.
@@ -48,6 +48,15 @@ pub struct ClientConfig {
     pub proto: ProtoConfig,
     /// Make a `transport.rebind` draft for every completed re-anchor (E5).
     pub audit: bool,
+}
+
+/// A local socket (path) the session has used and its routing tags (J11): every path gets
+/// its own pair, so captures of two bearers share no tag.
+#[derive(Clone, Copy, Debug)]
+struct PathSlot {
+    via: UplinkId,
+    local: RoutingTag,
+    remote: RoutingTag,
 }
 
 #[derive(Debug)]
@@ -97,6 +106,12 @@ pub struct Client {
     switch_point: (u32, u64),
     /// Interface names of the uplinks seen (audit detail: the old one may be gone).
     uplink_names: BTreeMap<UplinkId, String>,
+    /// The paths of the current session and their tags; the next path index to give out.
+    path_slots: Vec<PathSlot>,
+    next_path: u32,
+    /// The next moving-target move (J10), when the policy asks for them.
+    next_move: Option<Instant>,
+    socket_changes: VecDeque<SocketChange>,
 }
 
 impl Client {
@@ -134,6 +149,10 @@ impl Client {
             last_active: UplinkId::DEFAULT,
             switch_point: (0, 0),
             uplink_names: BTreeMap::new(),
+            path_slots: Vec::new(),
+            next_path: 1,
+            next_move: None,
+            socket_changes: VecDeque::new(),
         };
         // The first initiation goes out at the first timeout, so that uplinks reported right
         // after construction carry it (the gateway first sees the address the session uses).
@@ -223,6 +242,32 @@ impl Client {
         self.paths.set_uplinks(snapshot, now, &mut actions);
         self.run_actions(&mut actions, now);
         self.actions = actions;
+        self.retire_paths(false);
+    }
+
+    /// Forgets the tags of paths that are gone (a returning bearer gets a fresh pair); with
+    /// `all_but_active`, of every path but the active one (after a failed move, so a retry
+    /// never reuses a pair the gateway could not place).
+    fn retire_paths(&mut self, all_but_active: bool) {
+        let active = self.paths.active();
+        let present: Vec<UplinkId> = self.paths.transports().collect();
+        self.path_slots.retain(|p| {
+            p.via == active
+                || (!all_but_active && (p.via == UplinkId::DEFAULT || present.contains(&p.via)))
+        });
+    }
+
+    /// The tags of path `via`, giving it a fresh index on first use.
+    fn path_slot(&mut self, via: UplinkId) -> Option<PathSlot> {
+        if let Some(p) = self.path_slots.iter().find(|p| p.via == via) {
+            return Some(*p);
+        }
+        let s = self.session.as_ref()?;
+        let (local, remote) = s.path_tag_pair(self.next_path);
+        self.next_path += 1;
+        let slot = PathSlot { via, local, remote };
+        self.path_slots.push(slot);
+        Some(slot)
     }
 
     /// Sending through `via` failed at the socket (no route, link down).
@@ -267,6 +312,9 @@ impl Client {
             }
         }
         self.resend_audit_records(now);
+        if self.next_move.is_some_and(|t| now >= t) {
+            self.move_transport(now);
+        }
         let Some(s) = self.session.as_ref() else {
             return;
         };
@@ -359,6 +407,9 @@ impl Client {
         if let Some(t) = self.outbox.next_deadline() {
             consider(t, Timer::Audit);
         }
+        if let Some(t) = self.next_move {
+            consider(t, Timer::MovingTarget);
+        }
         if let Some(s) = &self.session {
             consider(s.last_send + self.cfg.proto.keepalive, Timer::Keepalive);
             consider(
@@ -367,6 +418,33 @@ impl Client {
             );
         }
         best
+    }
+
+    /// Next socket to open or close (moving target). Drain it before the transmits: a move's
+    /// reattach goes out by the socket it opens.
+    pub fn poll_socket_change(&mut self) -> Option<SocketChange> {
+        self.socket_changes.pop_front()
+    }
+
+    /// Moving target (J10): a make-before-break move to a new socket of the active uplink,
+    /// then the next one scheduled.
+    fn move_transport(&mut self, now: Instant) {
+        self.next_move = self.move_deadline(now);
+        let mut actions = std::mem::take(&mut self.actions);
+        if let Some(to) = self.paths.move_transport(now, &mut actions) {
+            self.socket_changes.push_back(SocketChange::Open(to));
+        }
+        self.run_actions(&mut actions, now);
+        self.actions = actions;
+    }
+
+    /// When the next moving-target move is due (`None`: off or no session).
+    fn move_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let (interval, jitter) = self.cfg.proto.paths.moving_target?;
+        self.session.as_ref()?;
+        let spread = jitter.as_millis() as u64 * 2 + 1;
+        let offset = self.rng.next_u64() % spread;
+        Some(now + interval - jitter + Duration::from_millis(offset))
     }
 
     /// Next completed re-anchor to sign and record (E5). Drain it after the events.
@@ -400,10 +478,13 @@ impl Client {
 
     fn send_control_bytes(&mut self, plain: &[u8], now: Instant) {
         let via = self.paths.active();
+        let Some(slot) = self.path_slot(via) else {
+            return;
+        };
         let Some(payload) = self
             .session
             .as_mut()
-            .and_then(|s| s.control_packet_bytes(plain, now))
+            .and_then(|s| s.control_packet_bytes(plain, slot.remote, now))
         else {
             return;
         };
@@ -487,12 +568,21 @@ impl Client {
         self.rekey = None;
         self.next_rekey_allowed = None;
         self.bad_controls = 0;
+        // Path 0 is the one the handshake went by, with the handshake's tags.
+        self.last_active = self.paths.active();
+        self.path_slots = vec![PathSlot {
+            via: self.last_active,
+            local: local_tag,
+            remote: sender,
+        }];
+        self.next_path = 1;
         let mut life = Lifecycle::new(session_id, self.cfg.proto.lifecycle.clone(), now);
         life.attach(now, &mut self.events_buf);
         self.events.extend(self.events_buf.drain(..));
         self.life = Some(life);
         self.session = Some(session);
         self.paths.set_live(true, now);
+        self.next_move = self.move_deadline(now);
         self.flush_queue(now);
     }
 
@@ -505,7 +595,8 @@ impl Client {
         via: UplinkId,
         now: Instant,
     ) -> Received {
-        let Some(s) = self.session.as_mut().filter(|s| s.local_tag == receiver) else {
+        let known = self.path_slots.iter().any(|p| p.local == receiver);
+        let Some(s) = self.session.as_mut().filter(|_| known) else {
             self.drops.count(DropReason::UnknownTag);
             return Received::Nothing;
         };
@@ -604,10 +695,14 @@ impl Client {
     fn run_actions(&mut self, actions: &mut Vec<PathAction>, now: Instant) {
         let session_id = self.session.as_ref().map(|s| s.id());
         if self.paths.active() != self.last_active {
-            // Data leaves by another uplink from the next packet on: the media window.
+            // Data leaves by another uplink from the next packet on: the media window, and
+            // that path's tags.
             self.last_active = self.paths.active();
-            if let Some(s) = self.session.as_ref() {
-                self.switch_point = (s.epoch(), s.data_sent());
+            if let Some(slot) = self.path_slot(self.last_active) {
+                if let Some(s) = self.session.as_mut() {
+                    self.switch_point = (s.epoch(), s.data_sent());
+                    s.remote_tag = slot.remote;
+                }
             }
         }
         for a in actions.drain(..) {
@@ -692,13 +787,34 @@ impl Client {
                             now,
                         );
                     }
+                    if from_via != to_via && from_via.interface() == to_via.interface() {
+                        // A moving-target move is done: the old port is closed for good.
+                        self.socket_changes.push_back(SocketChange::Close(from_via));
+                    }
+                    self.retire_paths(false);
                 }
                 PathAction::Denied { reason, .. } => self
                     .events
                     .push_back(Event::TransportSwitchDenied { session_id, reason }),
-                PathAction::Result { status, .. } => self
-                    .events
-                    .push_back(Event::ReattachResult { session_id, status }),
+                PathAction::Result { status, via, .. } => {
+                    if status != ReattachStatus::Accepted
+                        && via.generation() != 0
+                        && !self.paths.transports().any(|t| t == via)
+                        && via != self.paths.active()
+                    {
+                        // A move to a new socket that did not happen: close that socket.
+                        self.socket_changes.push_back(SocketChange::Close(via));
+                    }
+                    if matches!(
+                        status,
+                        ReattachStatus::TimedOut
+                            | ReattachStatus::Rejected(RejectReason::ValidationFailed)
+                    ) {
+                        self.retire_paths(true);
+                    }
+                    self.events
+                        .push_back(Event::ReattachResult { session_id, status })
+                }
                 PathAction::NoUplink { .. } => self.events.push_back(Event::NoUplink {
                     session_id: Some(session_id),
                 }),
@@ -715,7 +831,12 @@ impl Client {
         (to, to_via): (crate::policy::BearerClass, UplinkId),
         now: Instant,
     ) {
-        let name = |id: UplinkId| self.uplink_names.get(&id).cloned().unwrap_or_default();
+        let name = |id: UplinkId| {
+            self.uplink_names
+                .get(&id.interface())
+                .cloned()
+                .unwrap_or_default()
+        };
         let (epoch, resume) = self.switch_point;
         let ts = self.clock.at(now);
         let draft = RebindDraft {
@@ -772,7 +893,14 @@ impl Client {
 
     fn send_keepalive(&mut self, now: Instant) {
         let via = self.paths.active();
-        let Some(payload) = self.session.as_mut().and_then(|s| s.keepalive_packet(now)) else {
+        let Some(slot) = self.path_slot(via) else {
+            return;
+        };
+        let Some(payload) = self
+            .session
+            .as_mut()
+            .and_then(|s| s.keepalive_packet(slot.remote, now))
+        else {
             return;
         };
         self.transmits.push_back(OwnedTransmit {
@@ -784,10 +912,13 @@ impl Client {
     }
 
     fn send_control(&mut self, via: UplinkId, msg: ControlMessage, now: Instant) {
+        let Some(slot) = self.path_slot(via) else {
+            return;
+        };
         let Some(payload) = self
             .session
             .as_mut()
-            .and_then(|s| s.control_packet(msg, now))
+            .and_then(|s| s.control_packet(msg, slot.remote, now))
         else {
             return;
         };
@@ -837,7 +968,11 @@ impl Client {
         if let Some(life) = self.life.as_mut() {
             life.set_config(proto.lifecycle.clone());
         }
+        let moving_changed = proto.paths.moving_target != self.cfg.proto.paths.moving_target;
         self.cfg.proto = proto;
+        if moving_changed {
+            self.next_move = self.move_deadline(now);
+        }
         if keys_changed {
             self.start_rekey(RekeyTrigger::PolicyTrigger, now);
         }

@@ -37,6 +37,14 @@ const TOMBSTONES_KEPT: usize = 4096;
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 /// At most one status frame per tombstone per this interval.
 const STATUS_FRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// Path indices registered ahead of the highest one a session has used (J11): a laptop can
+/// open this many new paths before the gateway has seen any of them.
+const PATH_LOOKAHEAD: u32 = 4;
+/// Used path indices kept registered behind the highest (older ones only while an address
+/// still uses them).
+const PATHS_KEPT: u32 = 8;
+/// Addresses whose path index a session remembers.
+const PATH_ADDRS_KEPT: usize = 8;
 
 /// What remains of an ended session: its keys (to tell a peer that proves them what happened,
 /// F1) and what the gateway knows of it. Nobody else ever gets an answer.
@@ -95,6 +103,50 @@ struct GwSession {
     confirmed: bool,
     /// Digests of the audit records received lately (resent copies are only acknowledged).
     audit_seen: VecDeque<[u8; 8]>,
+    /// Per-path routing tags (J11): which path index each recent address used, the last
+    /// (address, index) seen, the highest index used and the highest registered.
+    path_of: VecDeque<(SocketAddr, u32)>,
+    last_rx: Option<(SocketAddr, u32)>,
+    max_path: u32,
+    registered_upto: u32,
+    /// The address the cached data tag (`session.remote_tag`) is for.
+    send_cache: Option<SocketAddr>,
+}
+
+impl GwSession {
+    /// The tag the laptop receives on the path it uses from `addr` (its most recent index
+    /// there; an unknown address gets the latest path's).
+    fn tag_for(&self, addr: SocketAddr) -> RoutingTag {
+        let idx = self
+            .path_of
+            .iter()
+            .rev()
+            .find(|(a, _)| *a == addr)
+            .map(|p| p.1)
+            .or(self.last_rx.map(|r| r.1))
+            .unwrap_or(0);
+        self.session.path_tag_pair(idx).1
+    }
+
+    /// An authenticated packet came from `addr` on path `idx`. Returns whether registration
+    /// must extend (a new highest index).
+    fn note_path(&mut self, addr: SocketAddr, idx: u32) -> bool {
+        if self.last_rx == Some((addr, idx)) {
+            return false;
+        }
+        self.last_rx = Some((addr, idx));
+        self.path_of.retain(|(a, _)| *a != addr);
+        if self.path_of.len() >= PATH_ADDRS_KEPT {
+            self.path_of.pop_front();
+        }
+        self.path_of.push_back((addr, idx));
+        self.send_cache = None;
+        if idx > self.max_path {
+            self.max_path = idx;
+            return true;
+        }
+        false
+    }
 }
 
 /// Authentication failures from one source address (J9).
@@ -142,6 +194,11 @@ pub struct Gateway {
     audit: VecDeque<ReceivedRecord>,
     /// Audit records dropped because the node fell behind by `audit::RECEIVED_LIMIT`.
     pub audit_overflow: u64,
+    /// Per-path routing tags → (the session's handshake tag, path index).
+    aliases: BTreeMap<RoutingTag, (RoutingTag, u32)>,
+    /// Path tags not registered because another session holds them (that path is unusable
+    /// for its session; the laptop moves to a fresh index when the move fails).
+    pub tag_collisions: u64,
 }
 
 impl Gateway {
@@ -184,6 +241,8 @@ impl Gateway {
             next_housekeeping: now + HOUSEKEEPING,
             audit: VecDeque::new(),
             audit_overflow: 0,
+            aliases: BTreeMap::new(),
+            tag_collisions: 0,
         }
     }
 
@@ -217,6 +276,11 @@ impl Gateway {
         if !s.binding.may_send(len + DATA_OVERHEAD) {
             self.drops.count(DropReason::AmplificationLimit);
             return None;
+        }
+        let dst = s.binding.current();
+        if s.send_cache != Some(dst) {
+            s.session.remote_tag = s.tag_for(dst);
+            s.send_cache = Some(dst);
         }
         match s.session.seal_data(buf, len, now) {
             Some(n) => Some(Transmit {
@@ -255,8 +319,19 @@ impl Gateway {
                 receiver,
                 counter,
             }) => {
+                // A handshake tag names path 0; a per-path tag names its session and path.
+                let target = if self.sessions.contains_key(&receiver)
+                    || self.tombstones.contains_key(&receiver)
+                {
+                    (receiver, 0)
+                } else {
+                    self.aliases
+                        .get(&receiver)
+                        .copied()
+                        .unwrap_or((receiver, 0))
+                };
                 let at = (local, remote);
-                return self.on_sealed(kind, receiver, counter, &mut buf[..len], at, now);
+                return self.on_sealed(kind, target, counter, &mut buf[..len], at, now);
             }
         }
         Received::Nothing
@@ -304,6 +379,7 @@ impl Gateway {
         let window = self.proto.paths.auth_failure_window;
         self.offenders.retain(|_, o| now < o.window_start + window);
         self.tombstones.retain(|_, t| now < t.until);
+        self.retire_path_tags();
     }
 
     /// Shuts down: tells every peer with a session (authenticated close).
@@ -484,8 +560,14 @@ impl Gateway {
                 last_replay_event: None,
                 confirmed: false,
                 audit_seen: VecDeque::new(),
+                path_of: VecDeque::new(),
+                last_rx: None,
+                max_path: 0,
+                registered_upto: 0,
+                send_cache: None,
             },
         );
+        self.register_paths(tag);
         self.transmits.push_back(OwnedTransmit {
             via: UplinkId::DEFAULT,
             src_ip: local,
@@ -497,7 +579,7 @@ impl Gateway {
     fn on_sealed(
         &mut self,
         kind: SealedKind,
-        tag: RoutingTag,
+        (tag, path): (RoutingTag, u32),
         counter: u64,
         datagram: &mut [u8],
         (local, remote): (Option<IpAddr>, SocketAddr),
@@ -505,7 +587,7 @@ impl Gateway {
     ) -> Received {
         let len = datagram.len();
         let Some(s) = self.sessions.get_mut(&tag) else {
-            self.on_tombstone(tag, kind, counter, datagram, remote, now);
+            self.on_tombstone((tag, path), kind, counter, datagram, remote, now);
             return Received::Nothing;
         };
         // A duplicate from another address than the binding's is authenticated rather than
@@ -552,6 +634,12 @@ impl Gateway {
         if local.is_some() {
             s.local_ip = local;
         }
+        if s.note_path(remote, path) {
+            self.register_paths(tag);
+        }
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return Received::Nothing;
+        };
         if let Some(epoch) = opened.promoted {
             let session_id = s.session.id();
             s.rekey_resp = None;
@@ -1036,7 +1124,8 @@ impl Gateway {
         if !s.binding.may_send(DATA_OVERHEAD) {
             return;
         }
-        if let Some(payload) = s.session.keepalive_packet(now) {
+        let tag = s.tag_for(s.binding.current());
+        if let Some(payload) = s.session.keepalive_packet(tag, now) {
             self.transmits.push_back(OwnedTransmit {
                 via: UplinkId::DEFAULT,
                 src_ip: s.local_ip,
@@ -1060,7 +1149,8 @@ impl Gateway {
         let Some(s) = self.sessions.get_mut(&tag) else {
             return;
         };
-        let Some(payload) = s.session.control_packet(msg, now) else {
+        let path_tag = s.tag_for(dst);
+        let Some(payload) = s.session.control_packet(msg, path_tag, now) else {
             return;
         };
         // (A packet refused here just leaves a gap in the control counters.)
@@ -1132,7 +1222,7 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     fn on_tombstone(
         &mut self,
-        tag: RoutingTag,
+        (tag, path): (RoutingTag, u32),
         kind: SealedKind,
         counter: u64,
         datagram: &mut [u8],
@@ -1157,7 +1247,8 @@ impl Gateway {
             return;
         }
         let msg = ControlMessage::StatusFrame(frame.encode());
-        if let Some(payload) = t.session.control_packet(msg, now) {
+        let path_tag = t.session.path_tag_pair(path).1;
+        if let Some(payload) = t.session.control_packet(msg, path_tag, now) {
             self.transmits.push_back(OwnedTransmit {
                 via: UplinkId::DEFAULT,
                 src_ip: t.local_ip,
@@ -1199,10 +1290,51 @@ impl Gateway {
     fn fresh_tag(&mut self) -> RoutingTag {
         loop {
             let t = RoutingTag(self.rng.next_u32());
-            if !self.sessions.contains_key(&t) {
+            if !self.sessions.contains_key(&t)
+                && !self.tombstones.contains_key(&t)
+                && !self.aliases.contains_key(&t)
+            {
                 return t;
             }
         }
+    }
+
+    /// Registers a session's path tags up to `PATH_LOOKAHEAD` past its highest used path. A
+    /// tag another session holds is skipped (counted): never two owners for one tag.
+    fn register_paths(&mut self, tag: RoutingTag) {
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        let upto = s.max_path.saturating_add(PATH_LOOKAHEAD);
+        let from = s.registered_upto + 1;
+        s.registered_upto = upto;
+        let wanted: Vec<(u32, RoutingTag)> = (from..=upto)
+            .map(|i| (i, s.session.path_tag_pair(i).0))
+            .collect();
+        for (i, t) in wanted {
+            if self.sessions.contains_key(&t)
+                || self.tombstones.contains_key(&t)
+                || self.aliases.contains_key(&t)
+            {
+                self.tag_collisions += 1;
+                continue;
+            }
+            self.aliases.insert(t, (tag, i));
+        }
+    }
+
+    /// Unregisters path tags of ended sessions, and used paths far behind a session's highest
+    /// that no recent address uses (housekeeping).
+    fn retire_path_tags(&mut self) {
+        let sessions = &self.sessions;
+        let tombstones = &self.tombstones;
+        self.aliases
+            .retain(|_, (owner, idx)| match sessions.get(owner) {
+                Some(s) => {
+                    *idx + PATHS_KEPT > s.max_path || s.path_of.iter().any(|(_, i)| i == idx)
+                }
+                None => tombstones.contains_key(owner),
+            });
     }
 }
 

@@ -156,6 +156,30 @@ impl EpochKeys {
     }
 }
 
+/// Derives the routing tags of a session's paths (J11): path 0 uses the handshake's tags; path
+/// `i ≥ 1` uses `tag(dir, i)` = the first 4 bytes (little-endian u32) of
+/// HMAC-SHA-256(path tag key, dir ‖ i as u32 LE), dir = 0x01 for tags the gateway receives
+/// (laptop → gateway), 0x02 for tags the laptop receives; a zero result becomes 1.
+pub struct PathTagKey(ring::hmac::Key);
+
+impl PathTagKey {
+    /// The tag on packets travelling `to_gateway` (or to the laptop) on path `index` (≥ 1).
+    pub fn tag(&self, to_gateway: bool, index: u32) -> super::wire::RoutingTag {
+        let mut msg = [0u8; 5];
+        msg[0] = if to_gateway { 1 } else { 2 };
+        msg[1..].copy_from_slice(&index.to_le_bytes());
+        let t = ring::hmac::sign(&self.0, &msg);
+        let v = u32::from_le_bytes(t.as_ref()[..4].try_into().expect("32-byte MAC"));
+        super::wire::RoutingTag(v.max(1))
+    }
+}
+
+impl fmt::Debug for PathTagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PathTagKey(<redacted>)")
+    }
+}
+
 /// The session root key (HKDF PRK) of one key epoch, the SessionID it is bound to, and the
 /// chaining secret a rekey mixes with fresh Diffie-Hellman output.
 pub struct SessionRoot {
@@ -202,6 +226,23 @@ impl SessionRoot {
     /// The SessionID.
     pub fn session_id(&self) -> SessionId {
         self.session_id
+    }
+
+    /// The key that derives this session's per-path routing tags (J11): taken from the first
+    /// epoch's root, so tags do not change with a rekey.
+    pub fn path_tag_key(&self) -> PathTagKey {
+        let info = [b"jvpn/v1 path tags".as_slice(), &self.session_id.0];
+        let okm = self
+            .prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        okm.fill(bytes.as_mut())
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        PathTagKey(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            bytes.as_ref(),
+        ))
     }
 
     fn expand(&self, label: &[u8], epoch: u32) -> AeadKey {

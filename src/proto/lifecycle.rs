@@ -98,7 +98,9 @@ impl Lifecycle {
                     | SwitchReason::ConsecutiveDrops
                     | SwitchReason::LossThreshold => Reason::LossRecovery,
                     SwitchReason::TransportDead => Reason::DeadTransportRecovery,
-                    SwitchReason::PreferredAvailable => Reason::PolicyForcedRecovery,
+                    SwitchReason::PreferredAvailable | SwitchReason::MovingTarget => {
+                        Reason::PolicyForcedRecovery
+                    }
                 };
                 if matches!(self.state(), State::Volatile | State::Degraded) {
                     self.go(State::Recovering, recovery, now, events);
@@ -120,6 +122,7 @@ impl Lifecycle {
             PathAction::Result {
                 status,
                 make_before_break: false,
+                ..
             } => return self.on_result(status, now, events),
             _ => {}
         }

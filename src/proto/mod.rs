@@ -50,6 +50,36 @@ pub struct UplinkId(pub u32);
 impl UplinkId {
     /// The unbound socket.
     pub const DEFAULT: UplinkId = UplinkId(0);
+    const GENERATION_SHIFT: u32 = 24;
+
+    /// The interface part: the uplink as the system reports it (generation 0).
+    pub fn interface(self) -> UplinkId {
+        UplinkId(self.0 & ((1 << Self::GENERATION_SHIFT) - 1))
+    }
+
+    /// Which socket of the interface: 0 is the first; a moving-target move (J10) opens the
+    /// next (a new source port), 1 to 255 and round again.
+    pub fn generation(self) -> u32 {
+        self.0 >> Self::GENERATION_SHIFT
+    }
+
+    /// The same interface, socket generation `g` (mod 256).
+    pub fn with_generation(self, g: u32) -> UplinkId {
+        UplinkId(self.interface().0 | ((g & 0xff) << Self::GENERATION_SHIFT))
+    }
+
+    /// The generation after this one (never 0 again, so a move always changes the socket).
+    pub fn next_generation(self) -> UplinkId {
+        self.with_generation(self.generation() % 255 + 1)
+    }
+}
+
+/// A socket the laptop core wants opened or closed (J10: a moving-target move opens the
+/// next generation of the active uplink's socket and closes the old one when it is done).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketChange {
+    Open(UplinkId),
+    Close(UplinkId),
 }
 
 /// A datagram written into the caller's buffer (`buf[..len]`), to send by `via` to `dst`.
@@ -107,6 +137,8 @@ pub enum Timer {
     Rekey,
     /// Resend an audit record the gateway has not acknowledged (laptop).
     Audit,
+    /// Move the transport to a new source port (moving target, laptop).
+    MovingTarget,
 }
 
 /// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.
@@ -265,6 +297,9 @@ pub struct PathConfig {
     /// Failed authentications per source per window before events about it are suppressed.
     pub max_auth_failures: u32,
     pub auth_failure_window: Duration,
+    /// Moving target (J10): move the transport to a new source port every `interval ±
+    /// jitter` (`None`: off).
+    pub moving_target: Option<(Duration, Duration)>,
 }
 
 impl Default for PathConfig {
@@ -293,6 +328,7 @@ impl Default for PathConfig {
             .collect(),
             max_auth_failures: 16,
             auth_failure_window: Duration::from_millis(60_000),
+            moving_target: None,
         }
     }
 }

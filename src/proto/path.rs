@@ -44,6 +44,8 @@ pub enum SwitchReason {
     LossThreshold,
     /// A more preferred bearer became available.
     PreferredAvailable,
+    /// The policy's moving target: a new source port on the same bearer (J10).
+    MovingTarget,
 }
 
 impl SwitchReason {
@@ -55,6 +57,7 @@ impl SwitchReason {
             SwitchReason::ConsecutiveDrops => "consecutive_drop_exceeded",
             SwitchReason::LossThreshold => "loss_threshold_exceeded",
             SwitchReason::PreferredAvailable => "preferred_bearer_available",
+            SwitchReason::MovingTarget => "moving_target",
         }
     }
 }
@@ -119,6 +122,8 @@ pub enum PathAction {
     Result {
         status: ReattachStatus,
         make_before_break: bool,
+        /// The socket the reattach went by.
+        via: UplinkId,
     },
     /// The gateway refused the session itself (expired or denied): start over.
     SessionRefused(RejectReason),
@@ -138,6 +143,15 @@ struct UplinkState {
     last_ack: Option<Instant>,
     /// Declared silent or failed; cleared by a probe answer through it.
     failed: bool,
+    /// Which generation of the interface's socket carries it (moving target).
+    generation: u32,
+}
+
+impl UplinkState {
+    /// The socket this uplink is used by.
+    fn transport(&self) -> UplinkId {
+        self.info.id.with_generation(self.generation)
+    }
 }
 
 #[derive(Debug)]
@@ -243,7 +257,31 @@ impl PathManager {
 
     /// The bearer class of an uplink, if known.
     pub fn class_of(&self, id: UplinkId) -> Option<BearerClass> {
-        self.uplinks.get(&id).map(|u| u.info.class)
+        self.uplinks.get(&id.interface()).map(|u| u.info.class)
+    }
+
+    /// The socket each present uplink is used by (its current generation).
+    pub fn transports(&self) -> impl Iterator<Item = UplinkId> + '_ {
+        self.uplinks.values().map(UplinkState::transport)
+    }
+
+    /// Moving target (J10): moves the session to a new socket (a new source port) of the
+    /// active uplink, make-before-break, within the switch bounds. Returns the new socket, or
+    /// `None` when no move can start now (no session, a move under way, a failed path).
+    pub fn move_transport(&mut self, now: Instant, out: &mut Vec<PathAction>) -> Option<UplinkId> {
+        if !self.live || !self.managed || self.migration.is_some() {
+            return None;
+        }
+        let u = self.uplinks.get(&self.active.interface())?;
+        if u.failed || u.transport() != self.active {
+            return None;
+        }
+        let to = self.active.next_generation();
+        if !self.allowed(now, None, out) {
+            return None;
+        }
+        self.start_migration(to, SwitchReason::MovingTarget, true, now, out);
+        Some(to)
     }
 
     /// The uplinks in the last snapshot acted on.
@@ -278,7 +316,8 @@ impl PathManager {
     ) {
         snapshot.sort();
         self.latest = snapshot;
-        let active_gone = self.managed && !self.latest.iter().any(|u| u.id == self.active);
+        let active_gone =
+            self.managed && !self.latest.iter().any(|u| u.id == self.active.interface());
         if !self.managed || active_gone || self.quiet_until.is_none_or(|q| now >= q) {
             self.reconcile(now, out);
         } else {
@@ -293,7 +332,7 @@ impl PathManager {
             self.silent_reported = false;
             self.probes_unanswered = 0;
         }
-        if let Some(u) = self.uplinks.get_mut(&via) {
+        if let Some(u) = self.uplinks.get_mut(&via.interface()) {
             u.last_ack = Some(now);
             u.failed = false;
         }
@@ -301,8 +340,12 @@ impl PathManager {
 
     /// Sending through `via` failed at the socket: the uplink is unusable.
     pub fn on_send_error(&mut self, via: UplinkId, now: Instant, out: &mut Vec<PathAction>) {
-        if let Some(u) = self.uplinks.get_mut(&via) {
-            u.failed = true;
+        match self.uplinks.get_mut(&via.interface()) {
+            Some(u) if u.transport() == via => u.failed = true,
+            // A socket of a move that has not happened yet, or of one that is over: the
+            // uplink itself is fine (the move times out and the next one tries again).
+            Some(_) => return,
+            None => {}
         }
         if self.managed && via == self.active && self.live && self.migration.is_none() {
             self.jump_from_dead(SwitchReason::TransportDead, now, out);
@@ -323,12 +366,16 @@ impl PathManager {
             return;
         };
         let from = m.from_class;
+        if let Some(u) = self.uplinks.get_mut(&m.to.interface()) {
+            u.generation = m.to.generation();
+        }
         self.set_active(m.to);
         self.last_recv_active = now;
         self.silent_reported = false;
         out.push(PathAction::Result {
             status: ReattachStatus::Accepted,
             make_before_break: m.old_alive,
+            via: m.to,
         });
         if let Some(to) = self.class_of(m.to) {
             out.push(PathAction::Switched {
@@ -359,6 +406,7 @@ impl PathManager {
             out.push(PathAction::Result {
                 status: ReattachStatus::Rejected(reason),
                 make_before_break: m.old_alive,
+                via: m.to,
             });
         }
         match reason {
@@ -385,6 +433,7 @@ impl PathManager {
             out.push(PathAction::Result {
                 status: ReattachStatus::TimedOut,
                 make_before_break: m.old_alive,
+                via: m.to,
             });
             return;
         }
@@ -444,7 +493,13 @@ impl PathManager {
         now: Instant,
         out: &mut Vec<PathAction>,
     ) {
-        if via != self.active || !self.live || !self.managed || self.migration.is_some() {
+        if via != self.active || !self.live || !self.managed {
+            return;
+        }
+        if self.migration.is_some() {
+            // Not measured while a move is under way; the window restarts after it (a window
+            // spanning the move would count everything in between as lost).
+            self.loss = LossMeter::default();
             return;
         }
         let m = &mut self.loss;
@@ -475,7 +530,7 @@ impl PathManager {
     /// The active path is unusable for `reason`: mark it and jump (or re-anchor).
     fn path_failed(&mut self, reason: SwitchReason, now: Instant, out: &mut Vec<PathAction>) {
         self.silent_reported = true;
-        if let Some(u) = self.uplinks.get_mut(&self.active) {
+        if let Some(u) = self.uplinks.get_mut(&self.active.interface()) {
             u.failed = true;
         }
         self.jump_from_dead(reason, now, out);
@@ -506,7 +561,11 @@ impl PathManager {
                 );
             }
             consider(Some(self.next_active_probe()), Timer::Probe);
-            for u in self.uplinks.values().filter(|u| u.info.id != self.active) {
+            for u in self
+                .uplinks
+                .values()
+                .filter(|u| u.info.id != self.active.interface())
+            {
                 consider(Some(u.next_probe), Timer::Probe);
             }
         }
@@ -534,6 +593,7 @@ impl PathManager {
                             next_probe: now,
                             last_ack: None,
                             failed: false,
+                            generation: 0,
                         },
                     );
                 }
@@ -543,17 +603,18 @@ impl PathManager {
         if self
             .migration
             .as_ref()
-            .is_some_and(|m| !self.uplinks.contains_key(&m.to))
+            .is_some_and(|m| !self.uplinks.contains_key(&m.to.interface()))
         {
             let m = self.migration.take().expect("checked above");
             out.push(PathAction::Result {
                 status: ReattachStatus::TimedOut,
                 make_before_break: m.old_alive,
+                via: m.to,
             });
         }
         if first || !self.live {
             // Before a session exists there is nothing to reattach: just pick the best.
-            let best = self.best(None).map(|u| u.id).unwrap_or(UplinkId::DEFAULT);
+            let best = self.best(None).unwrap_or(UplinkId::DEFAULT);
             self.set_active(best);
             return;
         }
@@ -565,7 +626,7 @@ impl PathManager {
         if !self.live || !self.managed || self.migration.is_some() {
             return;
         }
-        match self.uplinks.get(&self.active) {
+        match self.uplinks.get(&self.active.interface()) {
             None => self.jump_from_dead(SwitchReason::TransportDead, now, out),
             Some(u) if u.failed => self.jump_from_dead(SwitchReason::HeartbeatTimeout, now, out),
             Some(_) => self.evaluate(now, out),
@@ -577,18 +638,17 @@ impl PathManager {
         if !self.live || self.migration.is_some() {
             return;
         }
-        let Some(current) = self.uplinks.get(&self.active) else {
+        let Some(current) = self.uplinks.get(&self.active.interface()) else {
             return;
         };
         let current_rank = current.info.rank;
         let Some(best) = self
             .best(Some(self.active))
-            .filter(|b| b.rank < current_rank)
-            .map(|b| b.id)
+            .filter(|b| self.uplinks[&b.interface()].info.rank < current_rank)
         else {
             return;
         };
-        let stable_at = self.uplinks[&best].present_since + self.cfg.switch_cooldown;
+        let stable_at = self.uplinks[&best.interface()].present_since + self.cfg.switch_cooldown;
         if now < stable_at {
             self.retry_switch_at =
                 Some(self.retry_switch_at.map_or(stable_at, |t| t.min(stable_at)));
@@ -601,7 +661,7 @@ impl PathManager {
 
     /// The active path is dead: move at once to the best other uplink.
     fn jump_from_dead(&mut self, reason: SwitchReason, now: Instant, out: &mut Vec<PathAction>) {
-        let target = match self.best(Some(self.active)).map(|u| u.id) {
+        let target = match self.best(Some(self.active)) {
             Some(t) => t,
             // Silent but still present and nothing else: re-anchor on the same bearer (its
             // NAT binding may have changed under us).
@@ -610,7 +670,7 @@ impl PathManager {
                 SwitchReason::HeartbeatTimeout
                     | SwitchReason::ConsecutiveDrops
                     | SwitchReason::LossThreshold
-            ) && self.uplinks.contains_key(&self.active) =>
+            ) && self.uplinks.contains_key(&self.active.interface()) =>
             {
                 self.active
             }
@@ -676,9 +736,13 @@ impl PathManager {
             out.push(PathAction::Result {
                 status: ReattachStatus::TimedOut,
                 make_before_break: m.old_alive,
+                via: m.to,
             });
-            if let Some(u) = self.uplinks.get_mut(&m.to) {
-                u.failed = true;
+            // A moving-target move that failed says nothing against the bearer.
+            if m.reason != SwitchReason::MovingTarget {
+                if let Some(u) = self.uplinks.get_mut(&m.to.interface()) {
+                    u.failed = true;
+                }
             }
             if !m.old_alive {
                 self.active = m.from;
@@ -712,7 +776,7 @@ impl PathManager {
                 seq: self.seq,
             });
         }
-        let active = self.active;
+        let active = self.active.interface();
         let mut due = Vec::new();
         for u in self
             .uplinks
@@ -726,7 +790,7 @@ impl PathManager {
                 .copied()
                 .unwrap_or(Duration::from_secs(2));
             u.next_probe = now + every;
-            due.push(u.info.id);
+            due.push(u.transport());
         }
         for via in due {
             self.seq = self.seq.wrapping_add(1);
@@ -741,13 +805,15 @@ impl PathManager {
         self.loss = LossMeter::default();
     }
 
-    /// The best usable uplink other than `except`: not failed first, then by rank.
-    fn best(&self, except: Option<UplinkId>) -> Option<&Uplink> {
+    /// The socket of the best usable uplink other than `except`'s: not failed first, then by
+    /// rank.
+    fn best(&self, except: Option<UplinkId>) -> Option<UplinkId> {
+        let except = except.map(UplinkId::interface);
         self.uplinks
             .values()
             .filter(|u| Some(u.info.id) != except)
             .min_by_key(|u| (u.failed, u.info.rank, u.info.id))
-            .map(|u| &u.info)
+            .map(UplinkState::transport)
     }
 
     /// Applies the switch bounds; reports a denial and schedules the retry.

@@ -10,7 +10,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::keys::{EpochKeys, SessionId, SessionRoot};
+use super::keys::{EpochKeys, PathTagKey, SessionId, SessionRoot};
 use super::replay::{ReplayWindow, Verdict};
 use super::wire::{self, RoutingTag, SealedKind, HEADER_LEN, TAG_LEN};
 use super::DropReason;
@@ -74,6 +74,9 @@ pub struct Session {
     pub local_tag: RoutingTag,
     /// Tag we put on packets to the peer.
     pub remote_tag: RoutingTag,
+    /// The handshake's (local, remote) tags: path 0.
+    handshake_tags: (RoutingTag, RoutingTag),
+    path_tags: PathTagKey,
     pub created: Instant,
     pub last_recv: Instant,
     pub last_send: Instant,
@@ -106,7 +109,10 @@ impl Session {
         now: Instant,
     ) -> Self {
         let current = Epoch::new(&root, 0, initiator, replay_window_bits, now);
+        let path_tags = root.path_tag_key();
         Self {
+            handshake_tags: (local_tag, remote_tag),
+            path_tags,
             root,
             initiator,
             window_bits: replay_window_bits,
@@ -120,6 +126,21 @@ impl Session {
             last_recv: now,
             last_send: now,
             stats: SessionStats::default(),
+        }
+    }
+
+    /// The (local, remote) routing tags of path `index` (J11): each path (a bearer, or a new
+    /// source port) uses its own, so captures of two paths share no tag.
+    pub fn path_tag_pair(&self, index: u32) -> (RoutingTag, RoutingTag) {
+        if index == 0 {
+            return self.handshake_tags;
+        }
+        let to_gw = self.path_tags.tag(true, index);
+        let to_laptop = self.path_tags.tag(false, index);
+        if self.initiator {
+            (to_laptop, to_gw)
+        } else {
+            (to_gw, to_laptop)
         }
     }
 
@@ -152,6 +173,16 @@ impl Session {
     /// datagram length. `buf` must have room for the tag. Returns `None` when the counter is
     /// exhausted (the session must be replaced).
     pub fn seal_data(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<usize> {
+        self.seal_data_to(self.remote_tag, buf, len, now)
+    }
+
+    fn seal_data_to(
+        &mut self,
+        tag: RoutingTag,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Option<usize> {
         let e = &mut self.current;
         let counter = next_counter(&mut e.data_counter)?;
         self.stats.tx_packets += 1;
@@ -161,15 +192,22 @@ impl Session {
             &e.keys.send.data,
             SealedKind::Data,
             e.tag_byte(),
-            self.remote_tag,
+            tag,
             counter,
             buf,
             len,
         ))
     }
 
-    /// Seals a control message into `buf` (which must hold header + msg + tag).
-    pub fn seal_control(&mut self, msg: &[u8], buf: &mut [u8], now: Instant) -> Option<usize> {
+    /// Seals a control message into `buf` (which must hold header + msg + tag), for the path
+    /// whose receiving tag is `tag`.
+    fn seal_control(
+        &mut self,
+        tag: RoutingTag,
+        msg: &[u8],
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
         let e = &mut self.current;
         let counter = next_counter(&mut e.control_counter)?;
         buf[HEADER_LEN..HEADER_LEN + msg.len()].copy_from_slice(msg);
@@ -178,41 +216,48 @@ impl Session {
             &e.keys.send.control,
             SealedKind::Control,
             e.tag_byte(),
-            self.remote_tag,
+            tag,
             counter,
             buf,
             msg.len(),
         ))
     }
 
-    /// An owned, sealed Control datagram carrying `msg` (off the hot path). `None` when the
-    /// control counter is exhausted.
+    /// An owned, sealed Control datagram carrying `msg` (off the hot path) for the path whose
+    /// receiving tag is `tag`. `None` when the control counter is exhausted.
     pub fn control_packet(
         &mut self,
         msg: super::control::ControlMessage,
+        tag: RoutingTag,
         now: Instant,
     ) -> Option<Vec<u8>> {
         let mut body = [0u8; super::control::REATTACH_LEN];
         let len = msg.encode(&mut body);
         let mut buf = vec![0u8; HEADER_LEN + len + TAG_LEN];
-        let n = self.seal_control(&body[..len], &mut buf, now)?;
+        let n = self.seal_control(tag, &body[..len], &mut buf, now)?;
         buf.truncate(n);
         Some(buf)
     }
 
     /// An owned, sealed Control datagram carrying the plaintext `plain` (variable-length
     /// messages such as an AuditRecord). `None` when the control counter is exhausted.
-    pub fn control_packet_bytes(&mut self, plain: &[u8], now: Instant) -> Option<Vec<u8>> {
+    pub fn control_packet_bytes(
+        &mut self,
+        plain: &[u8],
+        tag: RoutingTag,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; HEADER_LEN + plain.len() + TAG_LEN];
-        let n = self.seal_control(plain, &mut buf, now)?;
+        let n = self.seal_control(tag, plain, &mut buf, now)?;
         buf.truncate(n);
         Some(buf)
     }
 
-    /// An owned, sealed empty Data datagram (a keepalive).
-    pub fn keepalive_packet(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// An owned, sealed empty Data datagram (a keepalive) for the path whose receiving tag is
+    /// `tag`.
+    pub fn keepalive_packet(&mut self, tag: RoutingTag, now: Instant) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; HEADER_LEN + TAG_LEN];
-        let n = self.seal_data(&mut buf, 0, now)?;
+        let n = self.seal_data_to(tag, &mut buf, 0, now)?;
         buf.truncate(n);
         Some(buf)
     }

@@ -14,8 +14,8 @@ use jvpn::proto::client::{Client, ClientConfig};
 use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
 use jvpn::proto::path::Uplink;
 use jvpn::proto::{
-    Event, OwnedTransmit, ProtoConfig, Received, StaticKeys, Timestamp, UplinkId, TUN_HEADROOM,
-    TUN_TAILROOM,
+    Event, OwnedTransmit, ProtoConfig, Received, SocketChange, StaticKeys, Timestamp, UplinkId,
+    TUN_HEADROOM, TUN_TAILROOM,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -68,17 +68,28 @@ pub struct Laptop {
     pub identity: Identity,
     /// Completed re-anchors the core asked to have signed (E5), in order.
     pub audit_drafts: Vec<jvpn::proto::audit::RebindDraft>,
+    /// Sockets of later generations the core opened (moving target), and sockets it closed.
+    pub opened: std::collections::BTreeSet<UplinkId>,
+    pub closed: std::collections::BTreeSet<UplinkId>,
 }
 
 impl Laptop {
     /// The source address a datagram sent `via` leaves from, if the link passes it.
+    /// A generation of a socket leaves from the link's address with the port + generation.
     pub fn source(&self, via: UplinkId) -> Option<SocketAddr> {
-        match self.links.get(&via) {
-            Some(l) if l.up && !l.blackhole => Some(l.addr),
+        if !self.socket_open(via) {
+            return None;
+        }
+        match self.links.get(&via.interface()) {
+            Some(l) if l.up && !l.blackhole => Some(with_generation(l.addr, via.generation())),
             Some(_) => None,
             None if via == UplinkId::DEFAULT && self.links.is_empty() => Some(self.addr),
             None => None,
         }
+    }
+
+    fn socket_open(&self, via: UplinkId) -> bool {
+        !self.closed.contains(&via) && (via.generation() == 0 || self.opened.contains(&via))
     }
 
     /// The uplink a datagram to `addr` arrives by, if it passes.
@@ -88,13 +99,24 @@ impl Laptop {
         }
         self.links
             .iter()
-            .find(|(_, l)| l.addr == addr && l.up && !l.blackhole)
-            .map(|(id, _)| *id)
+            .filter(|(_, l)| l.up && !l.blackhole && l.addr.ip() == addr.ip())
+            .filter_map(|(id, l)| {
+                let g = addr.port().checked_sub(l.addr.port())?;
+                (g < 256).then(|| id.with_generation(u32::from(g)))
+            })
+            .find(|via| self.socket_open(*via))
     }
 
     /// Whether any of this laptop's addresses is `addr` (passing or not).
     pub fn owns(&self, addr: SocketAddr) -> bool {
-        addr == self.addr || self.links.values().any(|l| l.addr == addr)
+        addr == self.addr
+            || self.links.values().any(|l| {
+                l.addr.ip() == addr.ip()
+                    && addr
+                        .port()
+                        .checked_sub(l.addr.port())
+                        .is_some_and(|g| g < 256)
+            })
     }
 }
 
@@ -123,6 +145,11 @@ pub struct World {
     pub hub_forwarding: bool,
     /// Datagrams for which this returns true are lost (a selective network fault).
     pub drop_if: Option<DropFilter>,
+}
+
+/// The address a socket of generation `g` has behind a link address (the port + g).
+pub fn with_generation(addr: SocketAddr, g: u32) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port() + g as u16)
 }
 
 pub fn identity(seed: u8) -> Identity {
@@ -229,6 +256,8 @@ impl World {
             events: Vec::new(),
             identity: id,
             audit_drafts: Vec::new(),
+            opened: Default::default(),
+            closed: Default::default(),
         });
     }
 
@@ -249,6 +278,18 @@ impl World {
             self.gateway_audit.push(r);
         }
         for i in 0..self.laptops.len() {
+            while let Some(c) = self.laptops[i].core.poll_socket_change() {
+                let l = &mut self.laptops[i];
+                match c {
+                    SocketChange::Open(id) => {
+                        l.closed.remove(&id);
+                        l.opened.insert(id);
+                    }
+                    SocketChange::Close(id) => {
+                        l.closed.insert(id);
+                    }
+                }
+            }
             while let Some(t) = self.laptops[i].core.poll_transmit() {
                 if let Some(from) = self.laptops[i].source(t.via) {
                     self.send(from, t);
