@@ -74,11 +74,15 @@ impl AuditLog {
             .mode(0o600)
             .open(path)
             .map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
+        let meta = file.metadata().map_err(io_err)?;
         let mut tail = Vec::new();
-        file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))
-            .map_err(io_err)?;
-        file.read_to_end(&mut tail).map_err(io_err)?;
+        // Only a regular file has a chain to continue (a device such as /dev/null has none,
+        // and reading /dev/full or /dev/zero would never end).
+        if meta.is_file() {
+            file.seek(SeekFrom::Start(meta.len().saturating_sub(TAIL)))
+                .map_err(io_err)?;
+            file.read_to_end(&mut tail).map_err(io_err)?;
+        }
         let text = String::from_utf8_lossy(&tail);
         let mut log = Self {
             path: path.to_owned(),
