@@ -183,6 +183,37 @@ while off + 16 <= len(data):
 PY
 }
 
+# pcap_counter_steps PCAP: "<data packets> <steps>" for the laptop -> gateway Data packets of a
+# capture: how many there are, and how many of them carry the counter of the one before plus
+# one in clear (header protection makes that 0; plain counters would make it nearly all).
+pcap_counter_steps() {
+    python3 - "$1" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+e = "<" if struct.unpack("<I", data[:4])[0] in (0xa1b2c3d4, 0xa1b23c4d) else ">"
+off, prev, n, steps = 24, None, 0, 0
+while off + 16 <= len(data):
+    incl = struct.unpack(e + "IIII", data[off:off + 16])[2]
+    pkt = data[off + 16:off + 16 + incl]
+    off += 16 + incl
+    if len(pkt) < 14 or pkt[12:14] != b"\x08\x00":
+        continue
+    ip = pkt[14:]
+    if len(ip) < 20 or ip[9] != 17:
+        continue
+    ihl = (ip[0] & 15) * 4
+    dport = struct.unpack(">H", ip[ihl + 2:ihl + 4])[0]
+    p = ip[ihl + 8:]
+    if dport != 51900 or len(p) < 32 or p[0] != 4:
+        continue
+    c = struct.unpack("<Q", p[8:16])[0]
+    n += 1
+    steps += prev is not None and c == prev + 1
+    prev = c
+print(n, steps)
+PY
+}
+
 # ---------------------------------------------------------------------------------------------
 
 case_jumps() {
@@ -237,6 +268,10 @@ case_jumps() {
     common=$(comm -12 <(printf '%s\n' "$wifi_tags") <(printf '%s\n' "$cell_tags") | grep -c . || true)
     assert_eq "the Wi-Fi and cellular captures share no routing tag" "$common" 0
     log "tags: Wi-Fi $(echo $wifi_tags), cellular $(echo $cell_tags)"
+    local n steps
+    read -r n steps < <(pcap_counter_steps "$RUN_DIR/cap-wifi.pcap")
+    assert_gt "the Wi-Fi capture has laptop data packets" "$n" 100
+    assert_eq "no counter in clear follows the one before ($n packets)" "$steps" 0
 }
 
 case_unrecordable() {

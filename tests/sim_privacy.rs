@@ -87,6 +87,31 @@ fn captures_of_two_bearers_share_no_routing_tag() {
         "a tag seen on both bearers: {:?}",
         wifi.intersection(&cell).collect::<Vec<_>>()
     );
+    // Counters are under header protection: in clear they are not a sequence that could link
+    // the last packet on one bearer to the first on the next; through the keys they are.
+    let from_laptop: Vec<&Datagram> = w
+        .capture
+        .iter()
+        .filter(|d| d.to == w.gateway_addr && d.bytes.first() == Some(&4))
+        .collect();
+    let s = w.laptops[0].core.session().unwrap();
+    let clear: Vec<u64> = from_laptop
+        .iter()
+        .map(|d| u64::from_le_bytes(d.bytes[8..16].try_into().unwrap()))
+        .collect();
+    let real: Vec<u64> = from_laptop
+        .iter()
+        .filter_map(|d| s.sent_header(&d.bytes).map(|h| h.1))
+        .collect();
+    let steps = |v: &[u64]| v.windows(2).filter(|p| p[1] == p[0] + 1).count();
+    assert!(
+        from_laptop.len() > 300,
+        "{} data packets",
+        from_laptop.len()
+    );
+    assert_eq!(steps(&clear), 0, "counters in clear step by one");
+    assert!(steps(&real) > from_laptop.len() / 2, "the real counters do");
+
     // Wi-Fi came back as a new path: none of its old tags were used again.
     let wifi_again: BTreeSet<_> = wifi.difference(&wifi_first).copied().collect();
     assert!(!wifi_again.is_empty(), "new tags on the returning bearer");

@@ -220,11 +220,9 @@ impl Client {
                 self.on_response(sender, receiver, &noise, remote, now);
             }
             Ok(Packet::HandshakeInit { .. }) => self.drops.count(DropReason::UnexpectedResponse),
-            Ok(Packet::Sealed {
-                kind,
-                receiver,
-                counter,
-            }) => return self.on_sealed(kind, receiver, counter, &mut buf[..len], via, now),
+            Ok(Packet::Sealed { kind, receiver }) => {
+                return self.on_sealed(kind, receiver, &mut buf[..len], via, now)
+            }
         }
         Received::Nothing
     }
@@ -590,7 +588,6 @@ impl Client {
         &mut self,
         kind: SealedKind,
         receiver: RoutingTag,
-        counter: u64,
         datagram: &mut [u8],
         via: UplinkId,
         now: Instant,
@@ -602,7 +599,7 @@ impl Client {
         };
         // Control duplicates are authenticated before they count as a replay: only a real
         // copy of an authenticated control packet is a security event.
-        let opened = match s.open(kind, counter, datagram, now, kind == SealedKind::Control) {
+        let opened = match s.open(kind, datagram, now, kind == SealedKind::Control) {
             Ok(o) if o.duplicate => {
                 self.drops.count(DropReason::Replay);
                 // A replayer must not be able to flood RekeyDenied events: rekey only when one

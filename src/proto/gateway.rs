@@ -314,11 +314,7 @@ impl Gateway {
                 self.on_initiation(sender, &noise, local, remote, now);
             }
             Ok(Packet::HandshakeResp { .. }) => self.drops.count(DropReason::UnexpectedResponse),
-            Ok(Packet::Sealed {
-                kind,
-                receiver,
-                counter,
-            }) => {
+            Ok(Packet::Sealed { kind, receiver }) => {
                 // A handshake tag names path 0; a per-path tag names its session and path.
                 let target = if self.sessions.contains_key(&receiver)
                     || self.tombstones.contains_key(&receiver)
@@ -331,7 +327,7 @@ impl Gateway {
                         .unwrap_or((receiver, 0))
                 };
                 let at = (local, remote);
-                return self.on_sealed(kind, target, counter, &mut buf[..len], at, now);
+                return self.on_sealed(kind, target, &mut buf[..len], at, now);
             }
         }
         Received::Nothing
@@ -580,23 +576,19 @@ impl Gateway {
         &mut self,
         kind: SealedKind,
         (tag, path): (RoutingTag, u32),
-        counter: u64,
         datagram: &mut [u8],
         (local, remote): (Option<IpAddr>, SocketAddr),
         now: Instant,
     ) -> Received {
         let len = datagram.len();
         let Some(s) = self.sessions.get_mut(&tag) else {
-            self.on_tombstone((tag, path), kind, counter, datagram, remote, now);
+            self.on_tombstone((tag, path), kind, datagram, remote, now);
             return Received::Nothing;
         };
         // A duplicate from another address than the binding's is authenticated rather than
         // dropped blind: during a tentative move it is evidence of a race (binding module).
         let allow_duplicate = kind == SealedKind::Control || remote != s.binding.current();
-        let opened = match s
-            .session
-            .open(kind, counter, datagram, now, allow_duplicate)
-        {
+        let opened = match s.session.open(kind, datagram, now, allow_duplicate) {
             Ok(o) => o,
             Err(reason) => {
                 let session_id = s.session.id();
@@ -1224,7 +1216,6 @@ impl Gateway {
         &mut self,
         (tag, path): (RoutingTag, u32),
         kind: SealedKind,
-        counter: u64,
         datagram: &mut [u8],
         remote: SocketAddr,
         now: Instant,
@@ -1233,7 +1224,7 @@ impl Gateway {
         let Some(t) = self.tombstones.get_mut(&tag).filter(|t| now < t.until) else {
             return;
         };
-        if t.session.open(kind, counter, datagram, now, false).is_err() {
+        if t.session.open(kind, datagram, now, false).is_err() {
             return;
         }
         if t.last_frame

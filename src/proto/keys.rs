@@ -180,6 +180,45 @@ impl fmt::Debug for PathTagKey {
     }
 }
 
+/// Header protection (J11): the epoch byte and the 8-byte counter of a Data or Control header
+/// are XORed with 9 bytes of ChaCha20 keystream sampled from the packet's Poly1305 tag (as QUIC
+/// protects packet numbers, RFC 9001 §5.4), so counters do not link two paths of a session.
+/// mask = ChaCha20-HP(key, tag)[0..5] ‖ ChaCha20-HP(key, tag with its byte 0 XOR 1)[0..4].
+pub struct HeaderKey(ring::aead::quic::HeaderProtectionKey);
+
+impl HeaderKey {
+    fn new(secret: &[u8; 32]) -> Self {
+        Self(
+            ring::aead::quic::HeaderProtectionKey::new(&ring::aead::quic::CHACHA20, secret)
+                .expect("32 bytes is the ChaCha20 key length"),
+        )
+    }
+
+    /// XORs the mask into `datagram`'s epoch byte and counter (protects a sealed datagram, or
+    /// unprotects a received one). `datagram` must be at least a header and a tag long.
+    pub fn apply(&self, datagram: &mut [u8]) {
+        let n = datagram.len();
+        let mut sample = [0u8; 16];
+        sample.copy_from_slice(&datagram[n - 16..]);
+        let a = self.0.new_mask(&sample).expect("a 16-byte sample");
+        sample[0] ^= 1;
+        let b = self.0.new_mask(&sample).expect("a 16-byte sample");
+        datagram[1] ^= a[0];
+        for (d, m) in datagram[8..12].iter_mut().zip(&a[1..5]) {
+            *d ^= m;
+        }
+        for (d, m) in datagram[12..16].iter_mut().zip(&b[..4]) {
+            *d ^= m;
+        }
+    }
+}
+
+impl fmt::Debug for HeaderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeaderKey(<redacted>)")
+    }
+}
+
 /// The session root key (HKDF PRK) of one key epoch, the SessionID it is bound to, and the
 /// chaining secret a rekey mixes with fresh Diffie-Hellman output.
 pub struct SessionRoot {
@@ -231,7 +270,28 @@ impl SessionRoot {
     /// The key that derives this session's per-path routing tags (J11): taken from the first
     /// epoch's root, so tags do not change with a rekey.
     pub fn path_tag_key(&self) -> PathTagKey {
-        let info = [b"jvpn/v1 path tags".as_slice(), &self.session_id.0];
+        let bytes = self.secret(b"path tags");
+        PathTagKey(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            bytes.as_ref(),
+        ))
+    }
+
+    /// The header protection keys (send, receive) of the session: taken from the first
+    /// epoch's root (a receiver unmasks the epoch byte before it knows the epoch).
+    pub fn header_keys(&self, initiator: bool) -> (HeaderKey, HeaderKey) {
+        let i2r = HeaderKey::new(&self.secret(b"hp i2r"));
+        let r2i = HeaderKey::new(&self.secret(b"hp r2i"));
+        if initiator {
+            (i2r, r2i)
+        } else {
+            (r2i, i2r)
+        }
+    }
+
+    /// HKDF-Expand(prk, "jvpn/v1 " ‖ label ‖ session_id, 32): a per-session secret.
+    fn secret(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        let info = [b"jvpn/v1 ".as_slice(), label, &self.session_id.0];
         let okm = self
             .prk
             .expand(&info, hkdf::HKDF_SHA256)
@@ -239,10 +299,7 @@ impl SessionRoot {
         let mut bytes = Zeroizing::new([0u8; 32]);
         okm.fill(bytes.as_mut())
             .expect("32 bytes is within HKDF-SHA256's output limit");
-        PathTagKey(ring::hmac::Key::new(
-            ring::hmac::HMAC_SHA256,
-            bytes.as_ref(),
-        ))
+        bytes
     }
 
     fn expand(&self, label: &[u8], epoch: u32) -> AeadKey {

@@ -10,7 +10,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::keys::{EpochKeys, PathTagKey, SessionId, SessionRoot};
+use super::keys::{EpochKeys, HeaderKey, PathTagKey, SessionId, SessionRoot};
 use super::replay::{ReplayWindow, Verdict};
 use super::wire::{self, RoutingTag, SealedKind, HEADER_LEN, TAG_LEN};
 use super::DropReason;
@@ -77,6 +77,8 @@ pub struct Session {
     /// The handshake's (local, remote) tags: path 0.
     handshake_tags: (RoutingTag, RoutingTag),
     path_tags: PathTagKey,
+    /// Header protection: (send, receive).
+    header_keys: (HeaderKey, HeaderKey),
     pub created: Instant,
     pub last_recv: Instant,
     pub last_send: Instant,
@@ -110,7 +112,9 @@ impl Session {
     ) -> Self {
         let current = Epoch::new(&root, 0, initiator, replay_window_bits, now);
         let path_tags = root.path_tag_key();
+        let header_keys = root.header_keys(initiator);
         Self {
+            header_keys,
             handshake_tags: (local_tag, remote_tag),
             path_tags,
             root,
@@ -142,6 +146,20 @@ impl Session {
         } else {
             (to_gw, to_laptop)
         }
+    }
+
+    /// The (epoch byte, counter) of a datagram this session sealed, with the header
+    /// protection removed (diagnostics and tests; `datagram` is not changed).
+    pub fn sent_header(&self, datagram: &[u8]) -> Option<(u8, u64)> {
+        if datagram.len() < HEADER_LEN + TAG_LEN || !matches!(datagram[0], 4 | 5) {
+            return None;
+        }
+        let mut copy = datagram.to_vec();
+        self.header_keys.0.apply(&mut copy);
+        Some((
+            copy[1],
+            u64::from_le_bytes(copy[8..16].try_into().expect("8 bytes")),
+        ))
     }
 
     /// Sets how long a replaced epoch still opens packets.
@@ -189,6 +207,7 @@ impl Session {
         self.stats.tx_bytes += len as u64;
         self.last_send = now;
         Some(seal(
+            &self.header_keys.0,
             &e.keys.send.data,
             SealedKind::Data,
             e.tag_byte(),
@@ -213,6 +232,7 @@ impl Session {
         buf[HEADER_LEN..HEADER_LEN + msg.len()].copy_from_slice(msg);
         self.last_send = now;
         Some(seal(
+            &self.header_keys.0,
             &e.keys.send.control,
             SealedKind::Control,
             e.tag_byte(),
@@ -265,14 +285,20 @@ impl Session {
     /// Opens a parsed Data/Control datagram in place. A duplicate is refused unless
     /// `allow_duplicate`: then it is authenticated (to serve as evidence of a race) but not
     /// counted as received, and the caller must not deliver it.
+    /// The header protection is removed first (in place): the epoch byte and counter are then
+    /// the sender's.
     pub fn open(
         &mut self,
         kind: SealedKind,
-        counter: u64,
         datagram: &mut [u8],
         now: Instant,
         allow_duplicate: bool,
     ) -> Result<Opened, DropReason> {
+        if datagram.len() < HEADER_LEN + TAG_LEN {
+            return Err(DropReason::Malformed);
+        }
+        self.header_keys.1.apply(datagram);
+        let counter = u64::from_le_bytes(datagram[8..16].try_into().expect("8 bytes"));
         let tag = datagram[1];
         if self
             .previous
@@ -437,7 +463,9 @@ fn next_counter(c: &mut u64) -> Option<u64> {
     Some(v)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn seal(
+    hp: &HeaderKey,
     key: &super::keys::AeadKey,
     kind: SealedKind,
     epoch: u8,
@@ -449,5 +477,38 @@ fn seal(
     wire::write_sealed_header(buf, kind, epoch, tag, counter);
     let (header, body) = buf.split_at_mut(HEADER_LEN);
     key.seal(counter, header, body, len);
-    HEADER_LEN + len + TAG_LEN
+    let n = HEADER_LEN + len + TAG_LEN;
+    hp.apply(&mut buf[..n]);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(now: Instant) -> (Session, Session) {
+        let root = || SessionRoot::new(&[7; 32], (&[1; 32], &[2; 32]));
+        let laptop = Session::new(root(), true, RoutingTag(10), RoutingTag(20), 2048, now);
+        let gateway = Session::new(root(), false, RoutingTag(20), RoutingTag(10), 2048, now);
+        (laptop, gateway)
+    }
+
+    #[test]
+    fn header_protection_hides_epoch_and_counter_and_the_keys_read_them() {
+        let now = Instant::now();
+        let (mut laptop, mut gateway) = pair(now);
+        let mut clear = Vec::new();
+        for i in 0..64u64 {
+            let mut buf = vec![0u8; HEADER_LEN + 5 + TAG_LEN];
+            let n = laptop.seal_data(&mut buf, 5, now).unwrap();
+            buf.truncate(n);
+            assert_eq!(laptop.sent_header(&buf), Some((0, i)), "packet {i}");
+            clear.push(u64::from_le_bytes(buf[8..16].try_into().unwrap()));
+            let o = gateway
+                .open(SealedKind::Data, &mut buf, now, false)
+                .unwrap();
+            assert_eq!(o.counter, i);
+        }
+        assert!(clear.windows(2).all(|w| w[1] != w[0] + 1), "{clear:?}");
+    }
 }

@@ -56,10 +56,11 @@ pub enum Packet<'a> {
         noise: &'a [u8],
     },
     /// Data or Control: `kind` is the type byte.
+    /// A Data or Control packet; its epoch byte and counter are under header protection
+    /// (only the session's keys can read them: `Session::open`).
     Sealed {
         kind: SealedKind,
         receiver: RoutingTag,
-        counter: u64,
     },
 }
 
@@ -131,7 +132,6 @@ pub fn parse(bytes: &[u8]) -> Result<Packet<'_>, ParseError> {
                 SealedKind::Control
             },
             receiver: tag_at(4),
-            counter: u64::from_le_bytes(bytes[8..16].try_into().expect("length checked above")),
         },
     })
 }
@@ -216,7 +216,6 @@ mod tests {
             Ok(Packet::Sealed {
                 kind: SealedKind::Control,
                 receiver: RoutingTag(0xdead_beef),
-                counter: 77
             })
         );
     }
