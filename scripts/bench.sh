@@ -428,29 +428,44 @@ ho_event() {
 }
 # ho_variants CASE PEER: the rows a peer has in a case (jvpn has two for the blackhole: voice.toml
 # and the default policy).
+# jvpn also runs each case with the audit trail on at both ends (jvpn-audit, default policy), to
+# show that recording never changes a handover.
 ho_variants() {
-    if [[ $2 == jvpn && $1 == blackhole ]]; then echo "jvpn-voice jvpn"; else echo "$2"; fi
+    if [[ $2 == jvpn && $1 == blackhole ]]; then
+        echo "jvpn-voice jvpn jvpn-audit"
+    elif [[ $2 == jvpn ]]; then
+        echo "jvpn jvpn-audit"
+    else
+        echo "$2"
+    fi
 }
 ho_label() {
     case $1 in
         jvpn) echo "jvpn" ;;
         jvpn-voice) echo "jvpn (voice.toml)" ;;
+        jvpn-audit) echo "jvpn, audit on" ;;
         *) label "$1" ;;
     esac
 }
 # ho_row_label CASE VARIANT
 ho_row_label() {
-    if [[ $1 == blackhole && $2 == jvpn ]]; then echo "jvpn (default policy)"; else ho_label "$2"; fi
+    if [[ $1 == blackhole && $2 == jvpn ]]; then
+        echo "jvpn (default policy)"
+    elif [[ $1 == blackhole && $2 == jvpn-audit ]]; then
+        echo "jvpn (default policy), audit on"
+    else
+        ho_label "$2"
+    fi
 }
 # roam.sh's budgets for jvpn (issue 3), per direction: "MAX_LOST MAX_SILENCE_MS".
 ho_budget() {
     case $1/$2 in
-        link-down/jvpn|addr-gone/jvpn|downlink-only/jvpn) echo "1 60" ;;
+        link-down/jvpn*|addr-gone/jvpn*|downlink-only/jvpn*) echo "1 60" ;;
         blackhole/jvpn-voice) echo "26 500" ;;
-        blackhole/jvpn) echo "151 3000" ;;
-        wifi-returns/jvpn) echo "0 60" ;;
-        flapping/jvpn) echo "2 100" ;;
-        nat-rebinding/jvpn) echo "1 100" ;;
+        blackhole/jvpn|blackhole/jvpn-audit) echo "151 3000" ;;
+        wifi-returns/jvpn*) echo "0 60" ;;
+        flapping/jvpn*) echo "2 100" ;;
+        nat-rebinding/jvpn*) echo "1 100" ;;
     esac
 }
 
@@ -477,11 +492,14 @@ name = "laptop"
 public_key = "$J_LAP_PUB"
 allowed_ips = ["10.77.0.2/32"]
 EOT
+    { echo "audit = \"$dir/ho-gateway-audit.jsonl\""; cat "$dir/ho-gateway.toml"; } >"$dir/ho-gateway-audit.toml"
+    rm -f "$dir/ho-gateway-audit.jsonl" "$dir/ho-laptop-audit.jsonl"
     local pol
-    for pol in default voice; do
+    for pol in default voice audit; do
         {
             echo 'identity = "laptop.key"'
             [[ $pol == voice ]] && echo "policy = \"$REPO_DIR/policy/voice.toml\""
+            [[ $pol == audit ]] && echo "audit = \"$dir/ho-laptop-audit.jsonl\""
             cat <<EOT
 
 [tunnel]
@@ -503,10 +521,11 @@ EOT
 ho_pair_start() {
     local v=$1 tag=$2
     case $v in
-        jvpn|jvpn-voice)
-            local pol=default
+        jvpn|jvpn-voice|jvpn-audit)
+            local pol=default gw=ho-gateway.toml
             [[ $v == jvpn-voice ]] && pol=voice
-            JVPN_LOG_LEVEL=${JVPN_BENCH_LOG:-info} jvpn_start "$tag-gw" hgw gateway "$RUN_DIR/jvpn/ho-gateway.toml"
+            [[ $v == jvpn-audit ]] && pol=audit gw=ho-gateway-audit.toml
+            JVPN_LOG_LEVEL=${JVPN_BENCH_LOG:-info} jvpn_start "$tag-gw" hgw gateway "$RUN_DIR/jvpn/$gw"
             wait_listen hgw "$PORT" 15 udp
             JVPN_LOG_LEVEL=${JVPN_BENCH_LOG:-info} jvpn_start "$tag-lap" hlap up "$RUN_DIR/jvpn/ho-laptop-$pol.toml"
             ;;
@@ -516,7 +535,7 @@ ho_pair_start() {
 ho_pair_stop() {
     local v=$1 tag=$2
     case $v in
-        jvpn|jvpn-voice)
+        jvpn|jvpn-voice|jvpn-audit)
             bg_stop "$tag-lap" TERM 10 || warn "$tag: jvpn (laptop) had to be killed"
             bg_stop "$tag-gw" TERM 10 || warn "$tag: jvpn (gateway) had to be killed"
             ;;
@@ -787,6 +806,22 @@ if ((RUN_HANDOVER)); then
     tb_restore
     HO_SECONDS=$((SECONDS - HO_T0))
     log "handover: $HO_N runs in ${HO_SECONDS} s"
+    # The audit rows' files: every record of every run, checked as one chain per node.
+    HO_AUDIT=""
+    if wants jvpn; then
+        for node in laptop gateway; do
+            f=$RUN_DIR/jvpn/ho-$node-audit.jsonl
+            key=$J_LAP_PUB
+            [[ $node == gateway ]] && key=$J_GW_PUB
+            if out=$("$JVPN" audit verify --key "$key" "$f" 2>&1); then
+                HO_AUDIT+="- $node: \`jvpn audit verify\`: $(head -n 1 <<<"$out" | sed 's/^[^:]*: //'); $(grep '^bearer transitions' <<<"$out")"$'\n'
+            else
+                HO_AUDIT+="- $node: \`jvpn audit verify\` FAILED: $out"$'\n'
+            fi
+            cp "$f" "$HO_OUT/jvpn-audit-$node.jsonl" 2>/dev/null || true
+        done
+        log "audit files after the handover runs:"$'\n'"$HO_AUDIT"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -930,6 +965,14 @@ handover_section() {
         echo
         echo "$HO_BUDGETS"
     fi
+    if [[ -n ${HO_AUDIT:-} ]]; then
+        echo
+        echo "The \"jvpn, audit on\" rows run with \`audit = ...\` in both configs: each completed move is"
+        echo "signed and appended on the laptop, sent to the gateway and witnessed there (off the data"
+        echo "path). Their files after all runs (\`docs/bench/handover/jvpn-audit-<node>.jsonl\`):"
+        echo
+        printf '%s' "$HO_AUDIT"
+    fi
     echo
     echo "### Method"
     echo
@@ -970,7 +1013,8 @@ handover_section() {
   more than half of the runs never came back). Resumed: the end marker or one of the last 6 media
   packets arrived.
 - jvpn: the default policy, and \`policy/voice.toml\` as a second row for the blackhole; configs as
-  in roam.sh. boringtun (both socket modes) and wireguard-go: started as for throughput above,
+  in roam.sh. Every case also runs as "jvpn, audit on": the same with the audit trail on at both
+  ends (one file per node for all runs). boringtun (both socket modes) and wireguard-go: started as for throughput above,
   configured with \`wg set\`: gateway \`listen-port $PORT\`, laptop \`endpoint 10.10.0.1:$PORT\`,
   allowed IPs, no persistent keepalive (a WireGuard default, and what a user has unless they set
   one), addresses with \`ip\`.
