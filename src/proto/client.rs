@@ -476,14 +476,19 @@ impl Client {
 
     fn send_control_bytes(&mut self, plain: &[u8], now: Instant) {
         let via = self.paths.active();
+        self.send_sealed(via, |s, tag| s.control_packet_bytes(plain, tag, now));
+    }
+
+    /// Seals a packet for path `via` (with that path's tag) and queues it.
+    fn send_sealed(
+        &mut self,
+        via: UplinkId,
+        seal: impl FnOnce(&mut Session, RoutingTag) -> Option<Vec<u8>>,
+    ) {
         let Some(slot) = self.path_slot(via) else {
             return;
         };
-        let Some(payload) = self
-            .session
-            .as_mut()
-            .and_then(|s| s.control_packet_bytes(plain, slot.remote, now))
-        else {
+        let Some(payload) = self.session.as_mut().and_then(|s| seal(s, slot.remote)) else {
             return;
         };
         self.transmits.push_back(OwnedTransmit {
@@ -890,41 +895,11 @@ impl Client {
 
     fn send_keepalive(&mut self, now: Instant) {
         let via = self.paths.active();
-        let Some(slot) = self.path_slot(via) else {
-            return;
-        };
-        let Some(payload) = self
-            .session
-            .as_mut()
-            .and_then(|s| s.keepalive_packet(slot.remote, now))
-        else {
-            return;
-        };
-        self.transmits.push_back(OwnedTransmit {
-            via,
-            src_ip: None,
-            dst: self.cfg.endpoint,
-            payload,
-        });
+        self.send_sealed(via, |s, tag| s.keepalive_packet(tag, now));
     }
 
     fn send_control(&mut self, via: UplinkId, msg: ControlMessage, now: Instant) {
-        let Some(slot) = self.path_slot(via) else {
-            return;
-        };
-        let Some(payload) = self
-            .session
-            .as_mut()
-            .and_then(|s| s.control_packet(msg, slot.remote, now))
-        else {
-            return;
-        };
-        self.transmits.push_back(OwnedTransmit {
-            via,
-            src_ip: None,
-            dst: self.cfg.endpoint,
-            payload,
-        });
+        self.send_sealed(via, |s, tag| s.control_packet(msg, tag, now));
     }
 
     fn end_session(&mut self, reason: CloseReason, now: Instant) {

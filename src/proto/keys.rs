@@ -291,28 +291,24 @@ impl SessionRoot {
 
     /// HKDF-Expand(prk, "jvpn/v1 " ‖ label ‖ session_id, 32): a per-session secret.
     fn secret(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
-        let info = [b"jvpn/v1 ".as_slice(), label, &self.session_id.0];
+        self.okm(&[b"jvpn/v1 ".as_slice(), label, &self.session_id.0])
+    }
+
+    /// HKDF-Expand(prk, "jvpn/v1 " ‖ label ‖ session_id ‖ epoch, 32): an epoch's key.
+    fn expand(&self, label: &[u8], epoch: u32) -> AeadKey {
+        let epoch = epoch.to_le_bytes();
+        AeadKey::new(&self.okm(&[b"jvpn/v1 ".as_slice(), label, &self.session_id.0, &epoch]))
+    }
+
+    fn okm(&self, info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
         let okm = self
             .prk
-            .expand(&info, hkdf::HKDF_SHA256)
+            .expand(info, hkdf::HKDF_SHA256)
             .expect("32 bytes is within HKDF-SHA256's output limit");
         let mut bytes = Zeroizing::new([0u8; 32]);
         okm.fill(bytes.as_mut())
             .expect("32 bytes is within HKDF-SHA256's output limit");
         bytes
-    }
-
-    fn expand(&self, label: &[u8], epoch: u32) -> AeadKey {
-        let epoch = epoch.to_le_bytes();
-        let info = [b"jvpn/v1 ".as_slice(), label, &self.session_id.0, &epoch];
-        let okm = self
-            .prk
-            .expand(&info, hkdf::HKDF_SHA256)
-            .expect("32 bytes is within HKDF-SHA256's output limit");
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        okm.fill(bytes.as_mut())
-            .expect("32 bytes is within HKDF-SHA256's output limit");
-        AeadKey::new(&bytes)
     }
 }
 
