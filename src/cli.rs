@@ -139,8 +139,12 @@ fn audit_verify(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()>
     }
 }
 
+/// The node's runtime: one worker thread runs the control plane (control socket, bearer
+/// watching, signals) while the thread that calls `block_on` runs the packet loop, which blocks
+/// in `poll(2)` on its own file descriptors (see `driver::run`).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("failed to start the async runtime")

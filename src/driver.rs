@@ -8,12 +8,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::task::{Context, Poll};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::control::{ControlRequest, NodeRole, SessionStatus, StatusReport};
@@ -149,8 +148,8 @@ fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
 
 /// SIGHUP: load the policy again; a valid one applies from now on, an invalid one is refused
 /// with a warning naming the file, key and value, and the running policy stays (P3).
-fn reload<C: Core>(core: &mut C, control: Option<&mut Control>) {
-    let Some(load) = control.and_then(|c| c.reload.as_mut()) else {
+fn reload<C: Core>(core: &mut C, load: Option<&mut Reload>) {
+    let Some(load) = load else {
         tracing::warn!("SIGHUP: this node has no policy to reload");
         return;
     };
@@ -374,11 +373,8 @@ pub fn wall_now() -> Timestamp {
     }
 }
 
-/// A received datagram: the uplink it came by, its length, source, and the local address it
-/// was sent to (when the socket reports it).
-type Recv = (UplinkId, io::Result<(usize, SocketAddr, Option<IpAddr>)>);
-
-/// The node's UDP sockets: an unbound default one, plus one per uplink bound to its device.
+/// The node's UDP sockets (non-blocking): an unbound default one, plus one per uplink bound to
+/// its device.
 pub struct Sockets {
     default: UdpSocket,
     /// The default socket is bound to a wildcard address: read destinations, answer from them.
@@ -389,19 +385,19 @@ pub struct Sockets {
     /// Interface names of the uplinks (by interface id), to open more sockets on them.
     names: BTreeMap<UplinkId, String>,
     gateway: Option<SocketAddr>,
-    next_poll: usize,
 }
 
 impl Sockets {
     /// Binds the default socket: `listen` on the gateway, an ephemeral port in the endpoint's
     /// family on the laptop (`gateway` = the endpoint, enabling per-uplink sockets).
-    pub async fn bind(listen: Option<SocketAddr>, gateway: Option<SocketAddr>) -> io::Result<Self> {
+    pub fn bind(listen: Option<SocketAddr>, gateway: Option<SocketAddr>) -> io::Result<Self> {
         let addr = match (listen, gateway) {
             (Some(l), _) => l,
             (None, Some(SocketAddr::V6(_))) => (Ipv6Addr::UNSPECIFIED, 0).into(),
             _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
         };
-        let default = UdpSocket::bind(addr).await?;
+        let default = UdpSocket::bind(addr)?;
+        default.set_nonblocking(true)?;
         crate::sys::tune_socket(&default);
         let pktinfo = listen.is_some_and(|l| l.ip().is_unspecified())
             && match pktinfo::enable(default.as_raw_fd(), addr.is_ipv6()) {
@@ -418,7 +414,6 @@ impl Sockets {
             locals: BTreeMap::new(),
             names: BTreeMap::new(),
             gateway,
-            next_poll: 0,
         })
     }
 
@@ -490,6 +485,12 @@ impl Sockets {
         self.uplinks.get(&via).unwrap_or(&self.default)
     }
 
+    /// Every socket with the uplink it serves (the default one first).
+    fn all(&self) -> impl Iterator<Item = (UplinkId, &UdpSocket)> {
+        std::iter::once((UplinkId::DEFAULT, &self.default))
+            .chain(self.uplinks.iter().map(|(id, s)| (*id, s)))
+    }
+
     /// Receives without waiting (WouldBlock when nothing is queued).
     fn try_recv(
         &self,
@@ -498,15 +499,14 @@ impl Sockets {
     ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
         let sock = self.get(via);
         if via == UplinkId::DEFAULT && self.pktinfo {
-            let fd = sock.as_raw_fd();
-            sock.try_io(Interest::READABLE, || pktinfo::recv(fd, buf))
+            pktinfo::recv(sock.as_raw_fd(), buf)
         } else {
-            sock.try_recv_from(buf).map(|(n, from)| (n, from, None))
+            sock.recv_from(buf).map(|(n, from)| (n, from, None))
         }
     }
 
-    /// Sends without waiting; waits for writability only when the socket buffer is full.
-    async fn send(
+    /// Sends; waits for writability only when the socket buffer is full.
+    fn send(
         &self,
         via: UplinkId,
         src_ip: Option<IpAddr>,
@@ -522,63 +522,160 @@ impl Sockets {
             ));
         }
         let sock = self.get(via);
-        if !(via == UplinkId::DEFAULT && self.pktinfo && src_ip.is_some()) {
-            return match sock.try_send_to(buf, dst) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(buf, dst).await,
-                other => other,
-            };
-        }
         let fd = sock.as_raw_fd();
+        let sticky = via == UplinkId::DEFAULT && self.pktinfo && src_ip.is_some();
         loop {
-            match sock.try_io(Interest::WRITABLE, || pktinfo::send(fd, buf, dst, src_ip)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.writable().await?,
-                // The address we were reached at is gone: let the route choose.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    return sock.send_to(buf, dst).await
+            let r = if sticky {
+                match pktinfo::send(fd, buf, dst, src_ip) {
+                    // The address we were reached at is gone: let the route choose.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => sock.send_to(buf, dst),
+                    other => other,
                 }
+            } else {
+                sock.send_to(buf, dst)
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(fd, libc::POLLOUT)?,
                 other => return other,
             }
         }
     }
+}
 
-    /// Polls every socket for a datagram, starting from a rotating index for fairness.
-    fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Recv> {
-        let n = self.uplinks.len() + 1;
-        for k in 0..n {
-            let i = (self.next_poll + k) % n;
-            let via = if i == 0 {
-                UplinkId::DEFAULT
-            } else {
-                *self.uplinks.keys().nth(i - 1).expect("index within len")
-            };
-            loop {
-                match self.get(via).poll_recv_ready(cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(Err(e)) => return Poll::Ready((via, Err(e))),
-                    Poll::Ready(Ok(())) => {}
-                }
-                match self.try_recv(via, buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => {
-                        self.next_poll = i + 1;
-                        return Poll::Ready((via, r));
-                    }
-                }
-            }
+/// Blocks until `fd` reports `events` (a full socket buffer or TUN queue).
+fn wait_for(fd: RawFd, events: libc::c_short) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, -1) } >= 0 {
+            return Ok(());
         }
-        Poll::Pending
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// An eventfd the control plane writes to so that the packet loop's `poll` returns.
+struct Doorbell(OwnedFd);
+
+impl Doorbell {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain eventfd creation; the fd is owned from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from an eventfd we own.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+/// What the control plane (on the runtime's worker thread) hands to the packet loop.
+enum Command {
+    Shutdown,
+    Uplinks(io::Result<Vec<Uplink>>),
+    Control(ControlRequest),
+    Reload,
+    /// A record the audit thread signed, to send to the gateway.
+    Signed(SessionId, Vec<u8>),
+}
+
+/// The control plane: waits for signals, bearer changes and control requests on the async
+/// runtime and hands each to the packet loop.
+async fn control_plane(
+    commands: std::sync::mpsc::Sender<Command>,
+    doorbell: Arc<Doorbell>,
+    mut uplinks: Option<UplinkWatch>,
+    mut requests: Option<mpsc::Receiver<ControlRequest>>,
+    mut signed: Option<mpsc::UnboundedReceiver<(SessionId, Vec<u8>)>>,
+    mut hangup: tokio::signal::unix::Signal,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let uplink_change = async {
+            match uplinks.as_mut() {
+                Some(w) => w.next_change().await,
+                None => std::future::pending().await,
+            }
+        };
+        let control_request = async {
+            match requests.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let signed_record = async {
+            match signed.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let command = tokio::select! {
+            biased;
+            _ = &mut shutdown => Command::Shutdown,
+            snap = uplink_change => Command::Uplinks(snap),
+            req = control_request => match req {
+                Some(req) => Command::Control(req),
+                None => {
+                    requests = None;
+                    continue;
+                }
+            },
+            _ = hangup.recv() => Command::Reload,
+            rec = signed_record => match rec {
+                Some((session_id, bytes)) => Command::Signed(session_id, bytes),
+                None => {
+                    signed = None;
+                    continue;
+                }
+            },
+        };
+        let last = matches!(command, Command::Shutdown);
+        if commands.send(command).is_err() {
+            return;
+        }
+        doorbell.ring();
+        if last {
+            return;
+        }
     }
 }
 
 /// Runs a node until `shutdown` completes, then tells the peer(s) and returns.
-pub async fn run<C: Core>(
+///
+/// The packet loop runs on the calling thread and blocks in `poll(2)` on the TUN device, the UDP
+/// sockets and a doorbell, with the core's next deadline as the timeout; the control plane runs
+/// as a task on the runtime's worker thread and rings the doorbell. A packet therefore wakes
+/// this thread straight into a read, with no async reactor, scheduler or timer wheel between
+/// the wake-up and the packet: on a busy or virtualized host that path is what a ping's
+/// round-trip time is made of. Must be called from within a multi-threaded runtime.
+pub fn run<C: Core>(
     core: &mut C,
     tun: &Tun,
     sockets: &mut Sockets,
     mut uplinks: Option<UplinkWatch>,
     mut on_event: impl FnMut(&Event, Option<u64>),
-    mut control: Option<Control>,
-    shutdown: impl Future<Output = ()>,
+    control: Option<Control>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let mut tun_buf = vec![0u8; TUN_HEADROOM + MAX_PACKET + TUN_TAILROOM];
     let mut udp_buf = vec![0u8; MAX_PACKET];
@@ -594,106 +691,127 @@ pub async fn run<C: Core>(
             }
         }
     }
-    tokio::pin!(shutdown);
-    // One timer for the whole run, moved only when the core's deadline changes: creating a
-    // timer per loop turn would cost a timer-wheel insertion per packet.
-    let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
-    let sleep = tokio::time::sleep_until(far());
-    tokio::pin!(sleep);
-    // `far` also re-arms after a wake with no deadline left.
-    let mut armed: Option<Instant> = None;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut audit = control.as_mut().and_then(|c| c.audit.take());
-    loop {
-        flush(core, sockets, &mut send_errors, &mut on_event).await;
+    let (info, mut reload_hook, requests, mut audit) = match control {
+        Some(Control {
+            requests,
+            info,
+            reload,
+            audit,
+        }) => (Some(info), reload, Some(requests), audit),
+        None => (None, None, None, None),
+    };
+    // Signed records come back from the audit thread through the control plane (which rings
+    // the doorbell); jobs go to it straight from this loop.
+    let signed = audit.as_mut().map(|a| {
+        let (_, dead) = mpsc::unbounded_channel();
+        std::mem::replace(&mut a.signed, dead)
+    });
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let doorbell = Arc::new(Doorbell::new()?);
+    let (tx, commands) = std::sync::mpsc::channel();
+    let plane = tokio::spawn(control_plane(
+        tx,
+        doorbell.clone(),
+        uplinks,
+        requests,
+        signed,
+        hangup,
+        shutdown,
+    ));
+    let tun_fd = tun.device.as_raw_fd();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut ids: Vec<UplinkId> = Vec::new();
+    let pollfd = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let result = loop {
+        flush(core, sockets, &mut send_errors, &mut on_event);
         match audit.as_ref() {
             Some(a) => submit_audit(core, sockets, a),
             // No audit file here: a laptop's records are acknowledged and not kept.
             None => while core.poll_audit().is_some() {},
         }
-        // Deadlines mostly move later (every packet pushes keepalives and probes back): an
-        // armed timer that is earlier than needed just wakes once for nothing, which is far
-        // cheaper than re-arming on every packet. Re-arm only for an earlier deadline.
-        if let Some(d) = core.poll_timeout() {
-            if armed.is_none_or(|a| d < a) {
-                armed = Some(d);
-                sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+        let timeout = match core.poll_timeout() {
+            // Rounded up: never wake before the deadline.
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            }
+            None => -1,
+        };
+        fds.clear();
+        ids.clear();
+        fds.push(pollfd(doorbell.0.as_raw_fd()));
+        fds.push(pollfd(tun_fd));
+        for (id, s) in sockets.all() {
+            ids.push(id);
+            fds.push(pollfd(s.as_raw_fd()));
+        }
+        // SAFETY: `fds` is a live array of `fds.len()` pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break Err(e);
+        }
+        if fds[1].revents != 0 {
+            if let Err(e) = drain_tun(core, tun, &mut tun_buf, sockets, &mut send_errors) {
+                break Err(e);
             }
         }
-        let uplink_change = async {
-            match uplinks.as_mut() {
-                Some(w) => w.next_change().await,
-                None => std::future::pending().await,
-            }
-        };
-        let signed_record = async {
-            match audit.as_mut() {
-                Some(a) => a.signed.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let control_request = async {
-            match control.as_mut() {
-                Some(c) => c.requests.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => {
-                core.shutdown(Instant::now());
-                flush(core, sockets, &mut send_errors, &mut on_event).await;
-                return Ok(());
-            }
-            snap = uplink_change => {
-                let snap = snap?;
-                sockets.set_uplinks(&snap);
-                core.handle_uplinks(snap, Instant::now());
-            }
-            r = tun.device.recv(&mut tun_buf[TUN_HEADROOM..TUN_HEADROOM + MAX_PACKET]) => {
-                let n = r?;
-                on_tun_packet(core, &mut tun_buf, n, sockets, &mut send_errors).await;
-                for _ in 0..BURST {
-                    match tun.device.try_recv(&mut tun_buf[TUN_HEADROOM..TUN_HEADROOM + MAX_PACKET]) {
-                        Ok(n) => on_tun_packet(core, &mut tun_buf, n, sockets, &mut send_errors).await,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
+        let failed = ids
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| fds[k + 2].revents != 0)
+            .find_map(|(_, via)| drain_udp(core, *via, &mut udp_buf, sockets, tun).err());
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        if fds[0].revents != 0 {
+            doorbell.clear();
+            // Commands after the packets: a new uplink set changes the sockets polled above.
+            let mut stop = None;
+            while let Ok(command) = commands.try_recv() {
+                match command {
+                    Command::Shutdown => {
+                        core.shutdown(Instant::now());
+                        flush(core, sockets, &mut send_errors, &mut on_event);
+                        stop = Some(Ok(()));
+                        break;
                     }
-                }
-            }
-            (via, r) = std::future::poll_fn(|cx| sockets.poll_recv(cx, &mut udp_buf)) => {
-                match r {
-                    Ok((n, from, local)) => on_datagram(core, &mut udp_buf, n, via, local, from, tun).await?,
-                    Err(e) => tracing::debug!(error = %e, "udp receive error"),
-                }
-                for _ in 0..BURST {
-                    match sockets.try_recv(via, &mut udp_buf) {
-                        Ok((n, from, local)) => on_datagram(core, &mut udp_buf, n, via, local, from, tun).await?,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "udp receive error");
-                            break;
+                    Command::Uplinks(Ok(snap)) => {
+                        sockets.set_uplinks(&snap);
+                        core.handle_uplinks(snap, Instant::now());
+                    }
+                    Command::Uplinks(Err(e)) => {
+                        stop = Some(Err(e));
+                        break;
+                    }
+                    Command::Control(req) => {
+                        if let Some(info) = info.as_ref() {
+                            answer_control(core, req, info);
                         }
                     }
+                    Command::Reload => reload(core, reload_hook.as_mut()),
+                    Command::Signed(session_id, bytes) => {
+                        core.send_audit_record(session_id, bytes, Instant::now())
+                    }
                 }
             }
-            _ = &mut sleep => {
-                // Re-armed on the next turn from the core's next deadline.
-                armed = None;
-                sleep.as_mut().reset(far());
-                core.handle_timeout(Instant::now());
+            if let Some(r) = stop {
+                break r;
             }
-            signed = signed_record => match signed {
-                Some((session_id, bytes)) => core.send_audit_record(session_id, bytes, Instant::now()),
-                None => audit = None,
-            },
-            req = control_request => match (req, control.as_ref()) {
-                (Some(req), Some(c)) => answer_control(core, req, &c.info),
-                _ => control = None,
-            },
-            _ = hangup.recv() => reload(core, control.as_mut()),
         }
-    }
+        if core.poll_timeout().is_some_and(|d| d <= Instant::now()) {
+            core.handle_timeout(Instant::now());
+        }
+    };
+    plane.abort();
+    result
 }
 
 /// Hands the core's audit work to the writer thread (never waits).
@@ -722,7 +840,50 @@ pub fn wall_ms() -> u64 {
     t.secs * 1000 + u64::from(t.nanos / 1_000_000)
 }
 
-async fn on_tun_packet<C: Core>(
+/// Reads up to a burst of packets from the TUN device.
+fn drain_tun<C: Core>(
+    core: &mut C,
+    tun: &Tun,
+    buf: &mut [u8],
+    sockets: &Sockets,
+    errors: &mut SendErrors,
+) -> io::Result<()> {
+    for _ in 0..=BURST {
+        match tun
+            .device
+            .recv(&mut buf[TUN_HEADROOM..TUN_HEADROOM + MAX_PACKET])
+        {
+            Ok(n) => on_tun_packet(core, buf, n, sockets, errors),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads up to a burst of datagrams from one socket.
+fn drain_udp<C: Core>(
+    core: &mut C,
+    via: UplinkId,
+    buf: &mut [u8],
+    sockets: &Sockets,
+    tun: &Tun,
+) -> io::Result<()> {
+    for _ in 0..=BURST {
+        match sockets.try_recv(via, buf) {
+            Ok((n, from, local)) => on_datagram(core, buf, n, via, local, from, tun)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "udp receive error");
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn on_tun_packet<C: Core>(
     core: &mut C,
     buf: &mut [u8],
     n: usize,
@@ -730,14 +891,14 @@ async fn on_tun_packet<C: Core>(
     errors: &mut SendErrors,
 ) {
     if let Some(t) = core.handle_tun_packet(buf, n, Instant::now()) {
-        if let Err(e) = sockets.send(t.via, t.src_ip, &buf[..t.len], t.dst).await {
+        if let Err(e) = sockets.send(t.via, t.src_ip, &buf[..t.len], t.dst) {
             errors.record(t.via, t.dst, &e);
             core.handle_send_error(t.via, Instant::now());
         }
     }
 }
 
-async fn on_datagram<C: Core>(
+fn on_datagram<C: Core>(
     core: &mut C,
     buf: &mut [u8],
     n: usize,
@@ -748,18 +909,23 @@ async fn on_datagram<C: Core>(
 ) -> io::Result<()> {
     if let Received::Tun(range) = core.handle_datagram(via, local, from, buf, n, Instant::now()) {
         let pkt = &buf[range];
-        match tun.device.try_send(pkt) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tun.device.send(pkt).await?;
+        loop {
+            match tun.device.send(pkt) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_for(tun.device.as_raw_fd(), libc::POLLOUT)?
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "tun write error");
+                    break;
+                }
+                Ok(_) => break,
             }
-            Err(e) => tracing::debug!(error = %e, "tun write error"),
-            Ok(_) => {}
         }
     }
     Ok(())
 }
 
-async fn flush<C: Core>(
+fn flush<C: Core>(
     core: &mut C,
     sockets: &mut Sockets,
     errors: &mut SendErrors,
@@ -770,7 +936,7 @@ async fn flush<C: Core>(
             sockets.change(c);
         }
         while let Some(t) = core.poll_transmit() {
-            if let Err(e) = sockets.send(t.via, t.src_ip, &t.payload, t.dst).await {
+            if let Err(e) = sockets.send(t.via, t.src_ip, &t.payload, t.dst) {
                 errors.record(t.via, t.dst, &e);
                 core.handle_send_error(t.via, Instant::now());
             }

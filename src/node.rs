@@ -182,8 +182,7 @@ impl Observability {
             emit,
             Some(control),
             shutdown_signal(),
-        )
-        .await?;
+        )?;
         control_task.abort();
         let _ = control_task.await;
         hub.flush(Duration::from_secs(1));
@@ -244,7 +243,6 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         &cfg.gateway.routes,
     )?;
     let mut sockets = driver::Sockets::bind(None, Some(cfg.gateway.endpoint))
-        .await
         .context("failed to open the UDP socket")?;
     let watch = UplinkWatch::open(
         cfg.gateway.endpoint.ip(),
@@ -317,14 +315,12 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         &cfg.tunnel.addresses,
         &routes,
     )?;
-    let mut sockets = driver::Sockets::bind(Some(cfg.listen), None)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to listen on {} (is another gateway running? change `listen`)",
-                cfg.listen
-            )
-        })?;
+    let mut sockets = driver::Sockets::bind(Some(cfg.listen), None).with_context(|| {
+        format!(
+            "failed to listen on {} (is another gateway running? change `listen`)",
+            cfg.listen
+        )
+    })?;
     let obs = Observability::start(
         crate::control::NodeRole::Gateway,
         &identity,

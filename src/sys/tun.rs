@@ -21,7 +21,8 @@ pub enum TunError {
 
 /// A configured TUN device.
 pub struct Tun {
-    pub device: tun_rs::AsyncDevice,
+    /// Non-blocking; the packet loop waits for it with `poll(2)`, outside the async runtime.
+    pub device: tun_rs::SyncDevice,
     pub name: String,
     pub index: u32,
 }
@@ -37,7 +38,8 @@ impl Tun {
         let device = tun_rs::DeviceBuilder::new()
             .name(name)
             .mtu(mtu)
-            .build_async()
+            .build_sync()
+            .and_then(|d| d.set_nonblocking(true).map(|()| d))
             .map_err(|error| TunError::Create {
                 name: name.to_owned(),
                 hint: hint(&error),

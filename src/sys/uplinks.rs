@@ -88,7 +88,7 @@ impl UplinkWatch {
 
 /// A UDP socket that sends only through interface `name` (SO_BINDTODEVICE), in the family of
 /// `gateway`. Unprivileged since Linux 5.7 for a socket not yet bound to a device.
-pub fn bind_to_device(name: &str, gateway: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+pub fn bind_to_device(name: &str, gateway: SocketAddr) -> io::Result<UdpSocket> {
     let any: SocketAddr = match gateway {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -112,5 +112,5 @@ pub fn bind_to_device(name: &str, gateway: SocketAddr) -> io::Result<tokio::net:
     }
     sock.set_nonblocking(true)?;
     super::tune_socket(&sock);
-    tokio::net::UdpSocket::from_std(sock)
+    Ok(sock)
 }
