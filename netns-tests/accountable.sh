@@ -232,6 +232,14 @@ case_jumps() {
     sleep 1 # the last record's round trip to the gateway
     check_dir up 1 60
     check_dir down 1 60
+    local lap_audit gw_audit
+    lap_audit=$(nsx lap "$JVPN" status --json --config "$RUN_DIR/jumps-lap.toml" | jq -c '.audit')
+    gw_audit=$(nsx gw "$JVPN" status --json --config "$RUN_DIR/jumps-gw.toml" | jq -c '.audit')
+    log "status: laptop audit $lap_audit, gateway audit $gw_audit"
+    assert_eq "jvpn status: the laptop appended and the gateway acknowledged both records" \
+        "$(jq -c '[.appended, .acknowledged, .failed, .undelivered]' <<<"$lap_audit")" "[2,2,0,0]"
+    assert_eq "jvpn status: the gateway witnessed both, refused none" \
+        "$(jq -c '[.appended, .rejected, .failed]' <<<"$gw_audit")" "[2,0,0]"
     capture_stop cap-wifi
     capture_stop cap-cell
     stop_nodes
@@ -285,6 +293,8 @@ case_unrecordable() {
     finish_probes
     check_dir up 1 60
     check_dir down 1 60
+    assert_eq "jvpn status counts the record that could not be written" \
+        "$(nsx lap "$JVPN" status --json --config "$RUN_DIR/unrec-lap.toml" | jq -c '[.audit.failed, .audit.appended]')" "[1,0]"
     stop_nodes
     assert_file_has "the failure to record is logged" "$RUN_DIR/unrec-lap.log" 'could not record a transport.rebind'
     assert_file_has "the jump happened" "$RUN_DIR/unrec-lap.log" 'transport switch'

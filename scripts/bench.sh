@@ -11,7 +11,7 @@
 #
 # For each peer (the same VPN in both namespaces, started, measured, stopped in turn):
 #   TCP throughput: iperf3, one stream, laptop -> gateway through the tunnel, 10 s
-#   ping RTT:       200 pings at a 10 ms interval through the tunnel (min/avg/max/mdev, p50/p99)
+#   ping RTT:       1000 pings at a 10 ms interval through the tunnel (min/avg/max/mdev, p50/p99)
 # plus a baseline over the bare veth. Peers: jvpn; boringtun (default, and
 # --disable-connected-udp); wireguard-go. All tunnels use MTU 1420.
 #
@@ -48,7 +48,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0
 
 ALL_PEERS=(baseline jvpn boringtun-default boringtun-nocudp wireguard-go)
 ALL_CASES=(link-down addr-gone downlink-only blackhole wifi-returns flapping nat-rebinding)
-ONLY="" CRITERION=0 DURATION=10 PINGS=200 WRITE_DOCS=1
+ONLY="" CRITERION=0 DURATION=10 PINGS=1000 WRITE_DOCS=1
 RUN_THROUGHPUT=1 RUN_HANDOVER=1 HO_RUNS=3 HO_CASES_ARG=""
 while (($#)); do
     case $1 in
@@ -772,8 +772,8 @@ ho_budgets() {
             done
             local verdict="met"
             if ((${#misses[@]})); then
-                local IFS=';'
-                verdict="NOT met: ${misses[*]}"
+                # (IFS only inside the substitution: a `local IFS` would split every later row.)
+                verdict="NOT met: $(IFS=';' && echo "${misses[*]}")"
                 verdict=${verdict//;/; }
             fi
             printf -- '- %s, %s: budget ≤ %s lost, ≤ %s ms each direction: %s\n' \

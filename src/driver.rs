@@ -73,6 +73,8 @@ pub trait Core {
     fn poll_socket_change(&mut self) -> Option<crate::proto::SocketChange> {
         None
     }
+    /// The core's own audit counters, for `jvpn status`.
+    fn audit_counters(&self) -> Vec<(&'static str, u64)>;
 }
 
 /// Audit work a core hands to the node.
@@ -106,7 +108,12 @@ pub struct NodeInfo {
     pub peers: Vec<String>,
 }
 
-fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
+fn answer_control<C: Core>(
+    core: &mut C,
+    req: ControlRequest,
+    info: &NodeInfo,
+    audit: Option<&crate::audit::log::AuditWorker>,
+) {
     let now = Instant::now();
     match req {
         ControlRequest::Status { reply } => {
@@ -124,6 +131,23 @@ fn answer_control<C: Core>(core: &mut C, req: ControlRequest, info: &NodeInfo) {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
             r.sessions = core.status(now);
+            r.audit = audit.map(|a| {
+                let load =
+                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                let mut m: BTreeMap<String, u64> = [
+                    ("appended", load(&a.stats.appended)),
+                    ("failed", load(&a.stats.failed)),
+                    ("rejected", load(&a.stats.rejected)),
+                ]
+                .into_iter()
+                .chain(core.audit_counters())
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                if info.role == NodeRole::Laptop {
+                    m.remove("rejected");
+                }
+                m
+            });
             for st in &mut r.sessions {
                 let name = st
                     .peer
@@ -278,6 +302,14 @@ impl Core for Client {
     fn poll_socket_change(&mut self) -> Option<crate::proto::SocketChange> {
         Client::poll_socket_change(self)
     }
+    fn audit_counters(&self) -> Vec<(&'static str, u64)> {
+        let c = Client::audit_counters(self);
+        vec![
+            ("acknowledged", c.acknowledged),
+            ("undelivered", c.undelivered),
+            ("draft_overflow", c.draft_overflow),
+        ]
+    }
 }
 
 impl Core for Gateway {
@@ -359,6 +391,9 @@ impl Core for Gateway {
     }
     fn poll_audit(&mut self) -> Option<AuditItem> {
         Gateway::poll_audit(self).map(AuditItem::Received)
+    }
+    fn audit_counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("received_overflow", self.audit_overflow)]
     }
 }
 
@@ -793,7 +828,7 @@ pub fn run<C: Core>(
                     }
                     Command::Control(req) => {
                         if let Some(info) = info.as_ref() {
-                            answer_control(core, req, info);
+                            answer_control(core, req, info, audit.as_ref());
                         }
                     }
                     Command::Reload => reload(core, reload_hook.as_mut()),

@@ -170,6 +170,10 @@ pub fn render_status(r: &StatusReport) -> String {
             (Some(n), false) => format!("{n} dropped ({})", lost.join(", ")),
         },
     );
+    if let Some(a) = &r.audit {
+        let counters: Vec<String> = a.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        kv("audit:", counters.join(", "));
+    }
     out.push('\n');
     if r.sessions.is_empty() {
         out.push_str("no sessions\n");

@@ -141,6 +141,11 @@ pub struct StatusReport {
     /// server.
     #[serde(default)]
     pub event_sinks_dropped: BTreeMap<String, u64>,
+    /// The audit trail's counters (`appended`, `failed`, `rejected`, and the laptop's
+    /// `acknowledged`, `undelivered`, `draft_overflow` or the gateway's `received_overflow`);
+    /// `None` when the node has no `audit` file.
+    #[serde(default)]
+    pub audit: Option<BTreeMap<String, u64>>,
     /// One entry per session (on a laptop: at most one, or none while handshaking).
     #[serde(default)]
     pub sessions: Vec<SessionStatus>,
@@ -163,6 +168,7 @@ impl StatusReport {
             drops: BTreeMap::new(),
             events_dropped: None,
             event_sinks_dropped: BTreeMap::new(),
+            audit: None,
             sessions: Vec::new(),
         }
     }

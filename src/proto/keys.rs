@@ -181,16 +181,17 @@ impl fmt::Debug for PathTagKey {
 }
 
 /// Header protection (J11): the epoch byte and the 8-byte counter of a Data or Control header
-/// are XORed with 9 bytes of ChaCha20 keystream sampled from the packet's Poly1305 tag (as QUIC
-/// protects packet numbers, RFC 9001 §5.4), so counters do not link two paths of a session.
-/// mask = ChaCha20-HP(key, tag)[0..5] ‖ ChaCha20-HP(key, tag with its byte 0 XOR 1)[0..4].
+/// are XORed with a 9-byte mask computed from the packet's Poly1305 tag (as QUIC protects packet
+/// numbers, RFC 9001 §5.4.3), so counters do not link two paths of a session.
+/// mask = AES-128(hp, tag)[0..5] ‖ AES-128(hp, tag with its byte 0 XOR 1)[0..4]. AES rather than
+/// ChaCha20 because it costs 70 ns a packet here against 190 ns (AES-NI; criterion datapath).
 pub struct HeaderKey(ring::aead::quic::HeaderProtectionKey);
 
 impl HeaderKey {
     fn new(secret: &[u8; 32]) -> Self {
         Self(
-            ring::aead::quic::HeaderProtectionKey::new(&ring::aead::quic::CHACHA20, secret)
-                .expect("32 bytes is the ChaCha20 key length"),
+            ring::aead::quic::HeaderProtectionKey::new(&ring::aead::quic::AES_128, &secret[..16])
+                .expect("16 bytes is the AES-128 key length"),
         )
     }
 
