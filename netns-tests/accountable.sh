@@ -316,6 +316,7 @@ case_moving() {
     check_dir up 0 100
     check_dir down 0 100
     stop_nodes
+    sleep 1 # let tcpdump write what it already received (it drops the rest on SIGINT)
     capture_stop cap-mt
 
     local events=mt-lap.toml.events.jsonl moves records ports

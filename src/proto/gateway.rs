@@ -45,6 +45,10 @@ const PATH_LOOKAHEAD: u32 = 4;
 const PATHS_KEPT: u32 = 8;
 /// Addresses whose path index a session remembers.
 const PATH_ADDRS_KEPT: usize = 8;
+/// The last data datagram to the laptop is kept for a resend if it was sent this recently...
+const RECENT_WINDOW: Duration = Duration::from_millis(100);
+/// ...and is at most this long (the buffer is allocated once, with the session).
+const RECENT_MAX_LEN: usize = 1600;
 
 /// What remains of an ended session: its keys (to tell a peer that proves them what happened,
 /// F1) and what the gateway knows of it. Nobody else ever gets an answer.
@@ -111,6 +115,50 @@ struct GwSession {
     registered_upto: u32,
     /// The address the cached data tag (`session.remote_tag`) is for.
     send_cache: Option<SocketAddr>,
+    recent: RecentSend,
+}
+
+/// The last data datagram sent to the laptop. When a NAT changes the laptop's mapping, what the
+/// gateway sent to the old one until it heard from the new one is lost (at 50 packets/s one,
+/// sometimes two); so when the binding moves to a new address of the same path, this datagram
+/// goes again to the new one if it went to the old one within `RECENT_WINDOW`, and the laptop's
+/// replay window drops it if it did arrive. Only one: more would spend the new path's
+/// anti-amplification budget on packets that mostly arrived, and the next fresh packet would be
+/// the one refused. The copy goes into a buffer allocated with the session, so the hot path
+/// allocates nothing.
+#[derive(Debug)]
+struct RecentSend {
+    buf: Vec<u8>,
+    sent: Option<(SocketAddr, Instant)>,
+}
+
+impl RecentSend {
+    fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(RECENT_MAX_LEN),
+            sent: None,
+        }
+    }
+
+    fn record(&mut self, datagram: &[u8], dst: SocketAddr, now: Instant) {
+        if datagram.len() > RECENT_MAX_LEN {
+            self.sent = None;
+            return;
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(datagram);
+        self.sent = Some((dst, now));
+    }
+
+    /// A copy of the datagram if it went to `old` within `RECENT_WINDOW`.
+    fn to_resend(&self, old: SocketAddr, now: Instant) -> Option<Vec<u8>> {
+        match self.sent {
+            Some((a, t)) if a == old && now.saturating_duration_since(t) <= RECENT_WINDOW => {
+                Some(self.buf.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 impl GwSession {
@@ -199,6 +247,8 @@ pub struct Gateway {
     /// Path tags not registered because another session holds them (that path is unusable
     /// for its session; the laptop moves to a fresh index when the move fails).
     pub tag_collisions: u64,
+    /// Data datagrams sent again after the binding left their address.
+    pub resent: u64,
 }
 
 impl Gateway {
@@ -243,6 +293,7 @@ impl Gateway {
             audit_overflow: 0,
             aliases: BTreeMap::new(),
             tag_collisions: 0,
+            resent: 0,
         }
     }
 
@@ -283,12 +334,15 @@ impl Gateway {
             s.send_cache = Some(dst);
         }
         match s.session.seal_data(buf, len, now) {
-            Some(n) => Some(Transmit {
-                via: UplinkId::DEFAULT,
-                src_ip: s.local_ip,
-                dst: s.binding.current(),
-                len: n,
-            }),
+            Some(n) => {
+                s.recent.record(&buf[..n], dst, now);
+                Some(Transmit {
+                    via: UplinkId::DEFAULT,
+                    src_ip: s.local_ip,
+                    dst,
+                    len: n,
+                })
+            }
             None => {
                 self.drops.count(DropReason::CounterExhausted);
                 None
@@ -561,6 +615,7 @@ impl Gateway {
                 max_path: 0,
                 registered_upto: 0,
                 send_cache: None,
+                recent: RecentSend::new(),
             },
         );
         self.register_paths(tag);
@@ -658,12 +713,18 @@ impl Gateway {
         if moves && opened.newest && remote != s.binding.current() {
             let tokens = [self.token(), self.token()];
             let s = self.sessions.get_mut(&tag).expect("looked up above");
+            let old = s.binding.current();
             let challenges = s.binding.on_newest(remote, len, tokens, now);
+            let moved = s.binding.current() == remote;
             if !challenges.is_empty() {
                 tracing::debug!(session_id = %s.session.id(), %remote, "new source address; validating");
             }
             for (addr, token) in challenges {
                 self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
+            }
+            if moved {
+                // A NAT that changed its mapping dropped what we sent to the old one.
+                self.resend_recent(tag, old, now);
             }
         }
         if let Some(m) = control {
@@ -948,6 +1009,31 @@ impl Gateway {
         }
         tracing::debug!(%session_id, %remote, make_before_break = r.old_path_alive, "reattach; validating the new path");
         self.send_control(tag, addr, ControlMessage::PathChallenge(token), now);
+    }
+
+    /// Sends the last data datagram again to the binding's (new) address if it went to `old`
+    /// lately, within the new address's anti-amplification budget.
+    fn resend_recent(&mut self, tag: RoutingTag, old: SocketAddr, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&tag) else {
+            return;
+        };
+        let dst = s.binding.current();
+        // Only a datagram of the path the new address uses (a NAT rebinding keeps the laptop's
+        // path): one sent with another path's tag would tie the two paths together (J11).
+        let path_tag = s.tag_for(dst).0.to_le_bytes();
+        let Some(payload) = s.recent.to_resend(old, now) else {
+            return;
+        };
+        if payload[4..8] != path_tag || !s.binding.may_send(payload.len()) {
+            return;
+        }
+        self.resent += 1;
+        self.transmits.push_back(OwnedTransmit {
+            via: UplinkId::DEFAULT,
+            src_ip: s.local_ip,
+            dst,
+            payload,
+        });
     }
 
     fn validated(&mut self, tag: RoutingTag, v: Validation, now: Instant) {
