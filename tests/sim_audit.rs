@@ -236,11 +236,19 @@ fn records_are_resent_under_loss_and_witnessed_exactly_once() {
     w.run_for(Duration::from_secs(2));
     assert_eq!(w.gateway_audit.len(), 1, "exactly once");
     assert_eq!(w.laptops[0].core.audit_counters().acknowledged, 1);
+    // The loss made it take more than one send: AuditRecords are the only control packets the
+    // laptop sends that are longer than a padded Reattach (16 + 256 + 16 bytes).
+    let sends = w
+        .capture
+        .iter()
+        .filter(|d| d.to == w.gateway_addr && d.bytes[0] == 5 && d.bytes.len() > 288)
+        .count();
+    assert!(sends >= 2, "{sends} AuditRecord sends");
     let _ = std::fs::remove_file(file);
 }
 
 #[test]
-fn a_laptop_without_the_audit_drafts_nothing_and_jumps_the_same() {
+fn a_move_whose_record_is_never_signed_leaves_the_session_unaffected() {
     let mut w = two_bearers(14);
     // Never signing anything is what a failing writer looks like to the core.
     let mut seq = 0;

@@ -369,17 +369,14 @@ impl Gateway {
             }
             Ok(Packet::HandshakeResp { .. }) => self.drops.count(DropReason::UnexpectedResponse),
             Ok(Packet::Sealed { kind, receiver }) => {
-                // A handshake tag names path 0; a per-path tag names its session and path.
-                let target = if self.sessions.contains_key(&receiver)
-                    || self.tombstones.contains_key(&receiver)
-                {
-                    (receiver, 0)
-                } else {
-                    self.aliases
-                        .get(&receiver)
-                        .copied()
-                        .unwrap_or((receiver, 0))
-                };
+                // A per-path tag names its session and path; any other tag is a handshake tag
+                // (path 0). The two sets never overlap (`fresh_tag`, `register_paths`), so one
+                // lookup decides.
+                let target = self
+                    .aliases
+                    .get(&receiver)
+                    .copied()
+                    .unwrap_or((receiver, 0));
                 let at = (local, remote);
                 return self.on_sealed(kind, target, &mut buf[..len], at, now);
             }
