@@ -10,7 +10,7 @@ use jvpn::proto::client::{Client, ClientConfig};
 use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
 use jvpn::proto::replay::ReplayWindow;
 use jvpn::proto::{
-    ProtoConfig, Received, StaticKeys, Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
+    ProtoConfig, Received, Seed, StaticKeys, Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
 };
 use zeroize::Zeroizing;
 
@@ -39,7 +39,7 @@ fn pair() -> (Client, Gateway, SocketAddr, SocketAddr, Instant) {
             }],
             proto: ProtoConfig::default(),
         },
-        1,
+        Seed::for_tests(1),
         now,
     );
     let mut lp = Client::new(
@@ -52,7 +52,7 @@ fn pair() -> (Client, Gateway, SocketAddr, SocketAddr, Instant) {
             proto: ProtoConfig::default(),
             audit: false,
         },
-        2,
+        Seed::for_tests(2),
         now,
         Timestamp {
             secs: 1_800_000_000,

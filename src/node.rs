@@ -20,7 +20,7 @@ use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
 use crate::proto::lifecycle::LifecycleConfig;
 use crate::proto::rekey::KeyLimits;
-use crate::proto::{Event, PathConfig, ProtoConfig, StaticKeys};
+use crate::proto::{Event, PathConfig, ProtoConfig, Seed, StaticKeys};
 use crate::sys::uplinks::UplinkWatch;
 use crate::sys::{privileges, tun::Tun};
 
@@ -226,8 +226,11 @@ fn psk(p: &Option<PresharedKey>) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(p.as_ref().map(|k| *k.as_bytes()).unwrap_or([0; 32]))
 }
 
-fn seed() -> u64 {
-    rand_core::OsRng.next_u64()
+/// A full-entropy seed for a core (H1): 32 bytes from the OS.
+fn seed() -> Seed {
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    Seed::from_bytes(bytes)
 }
 
 /// Runs the laptop side in the foreground.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use super::audit::{AuditCounters, Outbox, PathEndDraft, RebindDraft};
@@ -26,7 +26,7 @@ use super::state::{Reason, State};
 use super::status_frame::{SenderAction, StatusFrame};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
-    CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received,
+    CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Seed,
     SocketChange, Timer, Transmit, UplinkId, WallClock,
 };
 
@@ -116,7 +116,7 @@ pub struct Client {
 
 impl Client {
     /// Creates the core; the first handshake initiation goes out at the first timeout (now).
-    pub fn new(cfg: ClientConfig, seed: u64, now: Instant, wall: Timestamp) -> Self {
+    pub fn new(cfg: ClientConfig, seed: Seed, now: Instant, wall: Timestamp) -> Self {
         let mut routes = IpTable::default();
         for r in &cfg.routes {
             routes.insert(*r, ());
@@ -125,7 +125,7 @@ impl Client {
         let mut c = Self {
             cfg,
             routes,
-            rng: ChaCha20Rng::seed_from_u64(seed),
+            rng: seed.rng(),
             clock: WallClock::new(now, wall),
             last_timestamp: Timestamp::default(),
             pending: None,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use super::audit::{self, ReceivedRecord};
@@ -25,8 +25,8 @@ use super::state::{Machine, Reason, State};
 use super::status_frame::{gateway_frame, Relationship, SessionKnowledge};
 use super::wire::{self, Packet, RoutingTag, SealedKind, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
 use super::{
-    CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, SessionId,
-    Timer, Transmit, UplinkId,
+    CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Seed,
+    SessionId, Timer, Transmit, UplinkId,
 };
 
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -253,7 +253,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Creates the core.
-    pub fn new(cfg: GatewayConfig, seed: u64, now: Instant) -> Self {
+    pub fn new(cfg: GatewayConfig, seed: Seed, now: Instant) -> Self {
         let mut by_static = BTreeMap::new();
         let mut routes = IpTable::default();
         let peers = cfg
@@ -284,7 +284,7 @@ impl Gateway {
             offenders: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             challenged: BTreeSet::new(),
-            rng: ChaCha20Rng::seed_from_u64(seed),
+            rng: seed.rng(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             drops: DropCounters::default(),

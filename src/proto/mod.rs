@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod path;
 pub mod rekey;
 pub mod replay;
+pub mod seed;
 pub mod session;
 pub mod state;
 pub mod status_frame;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 pub use event::{CloseReason, Event};
 pub use handshake::{StaticKeys, Timestamp};
 pub use keys::SessionId;
+pub use seed::Seed;
 
 /// Headroom the driver must leave before a TUN packet in its buffer.
 pub const TUN_HEADROOM: usize = wire::HEADER_LEN;

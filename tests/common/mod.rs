@@ -14,8 +14,8 @@ use jvpn::proto::client::{Client, ClientConfig};
 use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
 use jvpn::proto::path::Uplink;
 use jvpn::proto::{
-    Event, OwnedTransmit, ProtoConfig, Received, SocketChange, StaticKeys, Timestamp, UplinkId,
-    TUN_HEADROOM, TUN_TAILROOM,
+    Event, OwnedTransmit, ProtoConfig, Received, Seed, SocketChange, StaticKeys, Timestamp,
+    UplinkId, TUN_HEADROOM, TUN_TAILROOM,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -192,7 +192,7 @@ impl World {
                 peers,
                 proto: proto.clone(),
             },
-            seed ^ 0xabcd,
+            Seed::for_tests(seed ^ 0xabcd),
             start,
         );
         let mut w = Self {
@@ -239,7 +239,7 @@ impl World {
         };
         let core = Client::new(
             cfg,
-            seed,
+            Seed::for_tests(seed),
             self.now,
             Timestamp {
                 secs: 1_800_000_000,
