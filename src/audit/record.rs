@@ -336,25 +336,8 @@ impl SignedRebind {
                 "expected transport.rebind".into(),
             ));
         }
-        let end = |name: &'static str, keys: [&'static str; 3]| -> Result<PathEnd, FormatError> {
-            let e = o
-                .get(name)
-                .and_then(Value::as_object)
-                .ok_or(FormatError::Field(name))?;
-            Ok(PathEnd {
-                bearer: str_at(e, "bearer", keys[0])?,
-                iface: str_at(e, "iface", keys[1])?,
-                local: str_at(e, "local", keys[2])?,
-            })
-        };
-        let window = o
-            .get("media_window")
-            .and_then(Value::as_object)
-            .ok_or(FormatError::Field("media_window"))?;
-        let auth = o
-            .get("auth")
-            .and_then(Value::as_object)
-            .ok_or(FormatError::Field("auth"))?;
+        let window = object_at(o, "media_window")?;
+        let auth = object_at(o, "auth")?;
         let signed_at_ms = u64_at(auth, "signed_at_ms", "auth.signed_at_ms")?;
         // The readable time is part of the line, so it must agree with the signed one.
         if str_at(auth, "signed_at", "auth.signed_at")? != rfc3339_ms(signed_at_ms) {
@@ -369,11 +352,13 @@ impl SignedRebind {
             prev: hex_at(o, "prev", "prev")?,
             session_id: hex_at(o, "session_id", "session_id")?,
             reason: str_at(o, "reason", "reason")?,
-            old_path: end(
+            old_path: path_end_at(
+                o,
                 "old_path",
                 ["old_path.bearer", "old_path.iface", "old_path.local"],
             )?,
-            new_path: end(
+            new_path: path_end_at(
+                o,
                 "new_path",
                 ["new_path.bearer", "new_path.iface", "new_path.local"],
             )?,
@@ -495,6 +480,30 @@ fn str_field<'a>(o: &'a Map<String, Value>, key: &'static str) -> Result<&'a str
     o.get(key)
         .and_then(Value::as_str)
         .ok_or(FormatError::Field(key))
+}
+
+/// The JSON object under `name`.
+fn object_at<'a>(
+    o: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a Map<String, Value>, FormatError> {
+    o.get(name)
+        .and_then(Value::as_object)
+        .ok_or(FormatError::Field(name))
+}
+
+/// The path end under `name`; `keys` name its three fields in errors.
+fn path_end_at(
+    o: &Map<String, Value>,
+    name: &'static str,
+    keys: [&'static str; 3],
+) -> Result<PathEnd, FormatError> {
+    let e = object_at(o, name)?;
+    Ok(PathEnd {
+        bearer: str_at(e, "bearer", keys[0])?,
+        iface: str_at(e, "iface", keys[1])?,
+        local: str_at(e, "local", keys[2])?,
+    })
 }
 
 fn str_at(o: &Map<String, Value>, key: &str, name: &'static str) -> Result<String, FormatError> {

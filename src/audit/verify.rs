@@ -205,47 +205,8 @@ fn parse_line(number: usize, text: &str) -> Result<Line, ChainError> {
     let seq = o.get("seq").and_then(Value::as_u64);
     version_of(o).map_err(|e| err(seq, malformed(e)))?;
     match o.get("type").and_then(Value::as_str) {
-        Some(REBIND_TYPE) => {
-            let (r, written) = SignedRebind::from_json(&v).map_err(|e| err(seq, malformed(e)))?;
-            check_record(&r, written).map_err(|p| err(seq, p))?;
-            Ok(Line {
-                number,
-                seq: r.record.seq,
-                prev: r.record.prev,
-                hash: written,
-                signer: r.record.signer,
-                at_ms: r.record.signed_at_ms,
-                record: r,
-            })
-        }
-        Some(WITNESS_TYPE) => {
-            let (w, written, record_written) =
-                SignedWitness::from_json(&v).map_err(|e| err(seq, malformed(e)))?;
-            if w.hash() != written {
-                // An edit inside the embedded record changes the witness hash too: name it.
-                return Err(err(
-                    seq,
-                    match check_record(&w.witness.record, record_written) {
-                        Err(p) => Problem::Embedded(Box::new(p)),
-                        Ok(()) => Problem::Edited,
-                    },
-                ));
-            }
-            if !w.signature_ok() {
-                return Err(err(seq, Problem::BadSignature));
-            }
-            check_record(&w.witness.record, record_written)
-                .map_err(|p| err(seq, Problem::Embedded(Box::new(p))))?;
-            Ok(Line {
-                number,
-                seq: w.witness.seq,
-                prev: w.witness.prev,
-                hash: written,
-                signer: w.witness.witness,
-                at_ms: w.witness.record.record.signed_at_ms,
-                record: w.witness.record,
-            })
-        }
+        Some(REBIND_TYPE) => rebind_line(number, &v).map_err(|p| err(seq, p)),
+        Some(WITNESS_TYPE) => witness_line(number, &v).map_err(|p| err(seq, p)),
         Some(other) => Err(err(
             seq,
             Problem::Malformed(format!("unknown record type `{other}`")),
@@ -257,23 +218,51 @@ fn parse_line(number: usize, text: &str) -> Result<Line, ChainError> {
     }
 }
 
+/// A laptop's own `transport.rebind` line, checked.
+fn rebind_line(number: usize, v: &Value) -> Result<Line, Problem> {
+    let (r, written) = SignedRebind::from_json(v).map_err(malformed)?;
+    check_record(&r, written)?;
+    Ok(Line {
+        number,
+        seq: r.record.seq,
+        prev: r.record.prev,
+        hash: written,
+        signer: r.record.signer,
+        at_ms: r.record.signed_at_ms,
+        record: r,
+    })
+}
+
+/// A gateway's witness line, checked, and the record it embeds.
+fn witness_line(number: usize, v: &Value) -> Result<Line, Problem> {
+    let (w, written, record_written) = SignedWitness::from_json(v).map_err(malformed)?;
+    let embedded = |p| Problem::Embedded(Box::new(p));
+    if w.hash() != written {
+        // An edit inside the embedded record changes the witness hash too: name it.
+        return Err(match check_record(&w.witness.record, record_written) {
+            Err(p) => embedded(p),
+            Ok(()) => Problem::Edited,
+        });
+    }
+    if !w.signature_ok() {
+        return Err(Problem::BadSignature);
+    }
+    check_record(&w.witness.record, record_written).map_err(embedded)?;
+    Ok(Line {
+        number,
+        seq: w.witness.seq,
+        prev: w.witness.prev,
+        hash: written,
+        signer: w.witness.witness,
+        at_ms: w.witness.record.record.signed_at_ms,
+        record: w.witness.record,
+    })
+}
+
 /// Verifies a whole file's text. `expected_signer` pins the chain's signer (base64 Ed25519
 /// public key); without it the first record's signer is the chain's.
 pub fn verify_chain(text: &str, expected_signer: Option<&[u8; 32]>) -> Result<Summary, ChainError> {
-    let mut lines = Vec::new();
-    let mut first_error = None;
-    for (i, t) in text.lines().enumerate() {
-        if t.trim().is_empty() {
-            continue;
-        }
-        match parse_line(i + 1, t) {
-            Ok(l) => lines.push(l),
-            Err(e) => {
-                first_error = Some(e);
-                break;
-            }
-        }
-    }
+    let (lines, first_error) = parse_lines(text);
     // Every hash in the file (up to the first unreadable line), to tell reordering from loss.
     let by_hash: HashMap<[u8; 32], usize> =
         lines.iter().enumerate().map(|(i, l)| (l.hash, i)).collect();
@@ -301,41 +290,9 @@ pub fn verify_chain(text: &str, expected_signer: Option<&[u8; 32]>) -> Result<Su
                 sibling_line: *sibling,
             }));
         }
-        let linked = match i.checked_sub(1).map(|p| &lines[p]) {
-            Some(p) => l.prev == p.hash && l.seq == p.seq + 1,
-            None => l.prev == [0; 32] && l.seq == 0,
-        };
-        if !linked {
-            let problem = match by_hash.get(&l.prev) {
-                Some(&j) if j > i => Problem::Reordered {
-                    follows_line: lines[j].number,
-                },
-                _ => {
-                    let expected = i.checked_sub(1).map_or(0, |p| lines[p].seq + 1);
-                    if l.seq > expected {
-                        Problem::Dropped {
-                            missing_from: expected,
-                            missing_to: l.seq - 1,
-                        }
-                    } else {
-                        Problem::BrokenLink
-                    }
-                }
-            };
-            return Err(err(problem));
-        }
+        link_problem(&lines, i, &by_hash).map_or(Ok(()), |p| Err(err(p)))?;
         successor.insert(l.prev, l.number);
-        summary.records += 1;
-        summary.sessions.insert(hex(&l.record.record.session_id));
-        summary.movers.insert(b64(&l.record.record.signer));
-        summary.first_ms = Some(summary.first_ms.map_or(l.at_ms, |f| f.min(l.at_ms)));
-        summary.last_ms = Some(summary.last_ms.map_or(l.at_ms, |f| f.max(l.at_ms)));
-        let r = &l.record.record;
-        *summary
-            .transitions
-            .entry(format!("{} → {}", r.old_path.bearer, r.new_path.bearer))
-            .or_default() += 1;
-        *summary.reasons.entry(r.reason.clone()).or_default() += 1;
+        summary.add(l);
     }
     if let Some(e) = first_error {
         return Err(e);
@@ -345,4 +302,65 @@ pub fn verify_chain(text: &str, expected_signer: Option<&[u8; 32]>) -> Result<Su
         .first()
         .is_some_and(|l| l.signer != l.record.record.signer);
     Ok(summary)
+}
+
+/// The lines up to the first unreadable one, and that one's error.
+fn parse_lines(text: &str) -> (Vec<Line>, Option<ChainError>) {
+    let mut lines = Vec::new();
+    for (i, t) in text.lines().enumerate() {
+        if t.trim().is_empty() {
+            continue;
+        }
+        match parse_line(i + 1, t) {
+            Ok(l) => lines.push(l),
+            Err(e) => return (lines, Some(e)),
+        }
+    }
+    (lines, None)
+}
+
+/// What is wrong with the link from line `i` to the one before it, if anything: a line that
+/// follows a later line was reordered, a gap in `seq` was dropped, anything else is broken.
+fn link_problem(lines: &[Line], i: usize, by_hash: &HashMap<[u8; 32], usize>) -> Option<Problem> {
+    let l = &lines[i];
+    let linked = match i.checked_sub(1).map(|p| &lines[p]) {
+        Some(p) => l.prev == p.hash && l.seq == p.seq + 1,
+        None => l.prev == [0; 32] && l.seq == 0,
+    };
+    if linked {
+        return None;
+    }
+    Some(match by_hash.get(&l.prev) {
+        Some(&j) if j > i => Problem::Reordered {
+            follows_line: lines[j].number,
+        },
+        _ => {
+            let expected = i.checked_sub(1).map_or(0, |p| lines[p].seq + 1);
+            if l.seq > expected {
+                Problem::Dropped {
+                    missing_from: expected,
+                    missing_to: l.seq - 1,
+                }
+            } else {
+                Problem::BrokenLink
+            }
+        }
+    })
+}
+
+impl Summary {
+    /// Counts one linked line.
+    fn add(&mut self, l: &Line) {
+        let r = &l.record.record;
+        self.records += 1;
+        self.sessions.insert(hex(&r.session_id));
+        self.movers.insert(b64(&r.signer));
+        self.first_ms = Some(self.first_ms.map_or(l.at_ms, |f| f.min(l.at_ms)));
+        self.last_ms = Some(self.last_ms.map_or(l.at_ms, |f| f.max(l.at_ms)));
+        *self
+            .transitions
+            .entry(format!("{} → {}", r.old_path.bearer, r.new_path.bearer))
+            .or_default() += 1;
+        *self.reasons.entry(r.reason.clone()).or_default() += 1;
+    }
 }

@@ -86,6 +86,25 @@ impl Policy {
     }
 
     fn check_ranges(&self, o: Origin) -> Result<(), ConfigError> {
+        for (key, value) in self.ranged_values() {
+            let (min, max) = limit(key);
+            if !(min..=max).contains(&value) {
+                return Err(o.invalid(key, value, range_text(key)));
+            }
+        }
+        for class in BearerClass::ALL {
+            let key = format!("bearers.{class}.probe_interval_ms");
+            let value = millis(self.bearers.settings(class).probe_interval);
+            let (min, max) = limit(&key);
+            if !(min..=max).contains(&value) {
+                return Err(o.invalid(&key, value, range_text(&key)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every scalar key that has a range in `limit`, with its value in the unit of its name.
+    fn ranged_values(&self) -> Vec<(&'static str, u64)> {
         let (s, v, w, sec, k, h, m) = (
             &self.session,
             &self.volatility,
@@ -96,7 +115,7 @@ impl Policy {
             &self.moving_target,
         );
         let ms = millis;
-        let mut values: Vec<(&str, u64)> = vec![
+        let mut values: Vec<(&'static str, u64)> = vec![
             ("session.max_lifetime_ms", ms(s.max_lifetime)),
             ("session.transport_lost_ttl_ms", ms(s.transport_lost_ttl)),
             ("volatility.heartbeat_interval_ms", ms(v.heartbeat_interval)),
@@ -142,21 +161,7 @@ impl Policy {
         if let Some(latency) = v.latency_threshold {
             values.push(("volatility.latency_threshold_ms", ms(latency)));
         }
-        for (key, value) in values {
-            let (min, max) = limit(key);
-            if !(min..=max).contains(&value) {
-                return Err(o.invalid(key, value, range_text(key)));
-            }
-        }
-        for class in BearerClass::ALL {
-            let key = format!("bearers.{class}.probe_interval_ms");
-            let value = ms(self.bearers.settings(class).probe_interval);
-            let (min, max) = limit(&key);
-            if !(min..=max).contains(&value) {
-                return Err(o.invalid(&key, value, range_text(&key)));
-            }
-        }
-        Ok(())
+        values
     }
 
     fn check_fractions(&self, o: Origin) -> Result<(), ConfigError> {
@@ -197,15 +202,20 @@ impl Policy {
     }
 
     fn check_cross(&self, o: Origin) -> Result<(), ConfigError> {
-        let (s, v, k, h, m) = (
-            &self.session,
-            &self.volatility,
-            &self.keys,
-            &self.handshake,
-            &self.moving_target,
-        );
+        let rules = (self.liveness_rules().into_iter())
+            .chain(self.key_rules())
+            .chain(self.retry_rules());
+        if let Some(rule) = rules.into_iter().find(|r| !r.holds()) {
+            return Err(rule.error(o));
+        }
+        self.check_moving_target_budget(o)
+    }
+
+    /// How the session and volatility durations must relate.
+    fn liveness_rules(&self) -> [Rule; 3] {
+        let (s, v) = (&self.session, &self.volatility);
         let twice_heartbeat = v.heartbeat_interval * 2;
-        let rules = [
+        [
             Rule::less(
                 "session.transport_lost_ttl_ms",
                 s.transport_lost_ttl,
@@ -226,6 +236,38 @@ impl Policy {
                 twice_heartbeat,
             )
             .why("so a loss fraction has samples"),
+        ]
+    }
+
+    /// How the handshake retries and the moving target's jitter must relate.
+    fn retry_rules(&self) -> [Rule; 3] {
+        let (h, m) = (&self.handshake, &self.moving_target);
+        [
+            Rule::at_least(
+                "handshake.retry_max_ms",
+                h.retry_max,
+                "handshake.retry_initial_ms",
+                h.retry_initial,
+            ),
+            Rule::at_least(
+                "handshake.timeout_ms",
+                h.timeout,
+                "handshake.retry_max_ms",
+                h.retry_max,
+            ),
+            Rule::less(
+                "moving_target.jitter_ms",
+                m.jitter,
+                "moving_target.interval_ms",
+                m.interval,
+            ),
+        ]
+    }
+
+    /// How the key lifetimes must relate to each other and to the session's.
+    fn key_rules(&self) -> [Rule; 4] {
+        let (s, k) = (&self.session, &self.keys);
+        [
             Rule::greater(
                 "keys.key_max_age_ms",
                 k.key_max_age,
@@ -252,29 +294,7 @@ impl Policy {
                 k.min_rekey_interval,
             )
             .why("so at most two key generations are live"),
-            Rule::at_least(
-                "handshake.retry_max_ms",
-                h.retry_max,
-                "handshake.retry_initial_ms",
-                h.retry_initial,
-            ),
-            Rule::at_least(
-                "handshake.timeout_ms",
-                h.timeout,
-                "handshake.retry_max_ms",
-                h.retry_max,
-            ),
-            Rule::less(
-                "moving_target.jitter_ms",
-                m.jitter,
-                "moving_target.interval_ms",
-                m.interval,
-            ),
-        ];
-        if let Some(rule) = rules.iter().find(|r| !r.holds()) {
-            return Err(rule.error(o));
-        }
-        self.check_moving_target_budget(o)
+        ]
     }
 
     /// Moving target alone must never exhaust the switch budget.

@@ -490,65 +490,24 @@ impl TargetState {
         use Reason as R;
         use Retry as T;
         use StateClass as K;
+        // One row per target state: its frame in hex, then the fields that make it.
+        #[rustfmt::skip]
         let (state_class, reason, retry, detail_source, detail_code) = match self {
-            // 0x4000
-            TargetState::Alive => (K::Alive, R::None, T::NoHint, S::None, C::None),
-            // 0x5152
-            TargetState::HeartbeatDead => (
-                K::Transient,
-                R::HeartbeatDead,
-                T::RetrySoon,
-                S::LocalMux,
-                C::EndpointInactive,
-            ),
-            // 0x5293
-            TargetState::NotInSession => (
-                K::Transient,
-                R::NotInSession,
-                T::RetryLater,
-                S::LocalMux,
-                C::RuntimeWrapperMissing,
-            ),
-            // 0x5351
-            TargetState::NotRegistered => (
-                K::Transient,
-                R::NotRegistered,
-                T::RetrySoon,
-                S::LocalMux,
-                C::RouteMissing,
-            ),
-            // 0x65F6
-            TargetState::CanonicalTombstone => (
-                K::Dead,
-                R::TombstoneConfirmed,
-                T::DoNotRetryAuto,
-                S::SignedCanonicalRef,
-                C::CanonicalTombstone,
-            ),
-            // 0x66F7
-            TargetState::SuccessorAvailable => (
-                K::Dead,
-                R::SuccessorAvailable,
-                T::DoNotRetryAuto,
-                S::SignedCanonicalRef,
-                C::SuccessorRefAvailable,
-            ),
-            // 0x65D5
-            TargetState::LocalTombstone => (
-                K::Dead,
-                R::TombstoneConfirmed,
-                T::DoNotRetryAuto,
-                S::LocalMux,
-                C::LocalTombstone,
-            ),
-            // 0x67D4
-            TargetState::SessionExpired => (
-                K::Dead,
-                R::AssuranceExpired,
-                T::DoNotRetryAuto,
-                S::LocalMux,
-                C::SessionExpired,
-            ),
+            /* 0x4000 */ TargetState::Alive => (K::Alive, R::None, T::NoHint, S::None, C::None),
+            /* 0x5152 */ TargetState::HeartbeatDead =>
+                (K::Transient, R::HeartbeatDead, T::RetrySoon, S::LocalMux, C::EndpointInactive),
+            /* 0x5293 */ TargetState::NotInSession =>
+                (K::Transient, R::NotInSession, T::RetryLater, S::LocalMux, C::RuntimeWrapperMissing),
+            /* 0x5351 */ TargetState::NotRegistered =>
+                (K::Transient, R::NotRegistered, T::RetrySoon, S::LocalMux, C::RouteMissing),
+            /* 0x65F6 */ TargetState::CanonicalTombstone =>
+                (K::Dead, R::TombstoneConfirmed, T::DoNotRetryAuto, S::SignedCanonicalRef, C::CanonicalTombstone),
+            /* 0x66F7 */ TargetState::SuccessorAvailable =>
+                (K::Dead, R::SuccessorAvailable, T::DoNotRetryAuto, S::SignedCanonicalRef, C::SuccessorRefAvailable),
+            /* 0x65D5 */ TargetState::LocalTombstone =>
+                (K::Dead, R::TombstoneConfirmed, T::DoNotRetryAuto, S::LocalMux, C::LocalTombstone),
+            /* 0x67D4 */ TargetState::SessionExpired =>
+                (K::Dead, R::AssuranceExpired, T::DoNotRetryAuto, S::LocalMux, C::SessionExpired),
         };
         Disclosed {
             disclosure: Disclosure::Trusted,
