@@ -98,49 +98,7 @@ pub fn send(fd: RawFd, buf: &[u8], dst: SocketAddr, src: Option<IpAddr>) -> io::
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if let Some(src) = src {
-        // SAFETY: the control buffer holds one cmsg of the size CMSG_SPACE reports; the
-        // header and data are written through the CMSG_* macros within that space.
-        unsafe {
-            let (level, ty, len) = match src {
-                IpAddr::V4(_) => (
-                    libc::IPPROTO_IP,
-                    libc::IP_PKTINFO,
-                    size_of::<libc::in_pktinfo>(),
-                ),
-                IpAddr::V6(_) => (
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_PKTINFO,
-                    size_of::<libc::in6_pktinfo>(),
-                ),
-            };
-            msg.msg_control = control.0.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(len as u32) as usize;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = level;
-            (*cmsg).cmsg_type = ty;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(len as u32) as usize;
-            match src {
-                IpAddr::V4(a) => {
-                    let info = libc::in_pktinfo {
-                        ipi_ifindex: 0,
-                        ipi_spec_dst: libc::in_addr {
-                            s_addr: u32::from(a).to_be(),
-                        },
-                        ipi_addr: libc::in_addr { s_addr: 0 },
-                    };
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
-                }
-                IpAddr::V6(a) => {
-                    let info = libc::in6_pktinfo {
-                        ipi6_addr: libc::in6_addr {
-                            s6_addr: a.octets(),
-                        },
-                        ipi6_ifindex: 0,
-                    };
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
-                }
-            }
-        }
+        set_source(&mut msg, &mut control, src);
     }
     // SAFETY: every pointer in msg refers to a live local buffer of the stated length.
     let n = unsafe { libc::sendmsg(fd, &msg, 0) };
@@ -148,6 +106,54 @@ pub fn send(fd: RawFd, buf: &[u8], dst: SocketAddr, src: Option<IpAddr>) -> io::
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+/// Points `msg`'s control data at `control` and writes one `IP_PKTINFO` / `IPV6_PKTINFO` cmsg
+/// into it that asks the kernel to send from `src`.
+fn set_source(msg: &mut libc::msghdr, control: &mut Cmsg, src: IpAddr) {
+    // SAFETY: the control buffer holds one cmsg of the size CMSG_SPACE reports; the
+    // header and data are written through the CMSG_* macros within that space.
+    unsafe {
+        let (level, ty, len) = match src {
+            IpAddr::V4(_) => (
+                libc::IPPROTO_IP,
+                libc::IP_PKTINFO,
+                size_of::<libc::in_pktinfo>(),
+            ),
+            IpAddr::V6(_) => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                size_of::<libc::in6_pktinfo>(),
+            ),
+        };
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(len as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = ty;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len as u32) as usize;
+        match src {
+            IpAddr::V4(a) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(a).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+            }
+            IpAddr::V6(a) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+            }
+        }
     }
 }
 
