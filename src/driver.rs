@@ -978,7 +978,7 @@ fn flush<C: Core>(
         }
         let mut any = false;
         while let Some(e) = core.poll_event() {
-            let version = crate::event_map::session_of(&e).and_then(|id| core.state_version(id));
+            let version = e.session().and_then(|id| core.state_version(id));
             on_event(&e, version);
             any = true;
         }

@@ -9,7 +9,8 @@
 //! - [`probe`]: `jvpn probe`, a media probe (send/receive an RTP-like stream, measure loss,
 //!   silences, jitter and voice quality); independent of the VPN.
 //! - [`sys`]: everything that makes Linux syscalls: TUN, UDP, netlink.
-//! - [`events`]: events as JSON lines and their non-blocking sinks (file, stdout, followers).
+//! - [`events`]: the core's events as JSON lines and log lines, and the lines' non-blocking
+//!   sinks (file, stdout, followers).
 //! - [`control`]: the local control socket (`jvpn status`, `events --follow`, `terminate`).
 //! - [`driver`]: the event loop that connects the core to the system; the only place that
 //!   reads the clock and owns file descriptors.
@@ -18,7 +19,6 @@ pub mod audit;
 pub mod cli;
 pub mod control;
 pub mod driver;
-pub mod event_map;
 pub mod events;
 pub mod identity;
 pub mod node;

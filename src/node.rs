@@ -161,7 +161,7 @@ impl Observability {
         let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
         let emit = |e: &Event, v: Option<u64>| {
             log(e);
-            hub.emit(&crate::event_map::record(
+            hub.emit(&crate::events::record_of(
                 e,
                 &node_id,
                 &policy_version.borrow(),
@@ -279,7 +279,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         audit: cfg.audit.is_some(),
     };
     let mut core = Client::new(core_cfg, seed(), Instant::now(), driver::wall_now());
-    let log = |e: &Event| log_event(e, &|_| "gateway".to_owned());
+    let log = |e: &Event| crate::events::log_event(e, &|_| "gateway".to_owned());
     obs.run(&mut core, &tun, &mut sockets, Some(watch), log)
         .await?;
     log_drops(core.drops());
@@ -344,76 +344,12 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         proto: proto_config(&cfg.policy),
     };
     let mut core = Gateway::new(core_cfg, seed(), Instant::now());
-    let log = |e: &Event| log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
+    let log =
+        |e: &Event| crate::events::log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
     obs.run(&mut core, &tun, &mut sockets, None, log).await?;
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "gateway stopped");
     Ok(())
-}
-
-fn log_event(e: &Event, peer_name: &dyn Fn(usize) -> String) {
-    let class = |c: &Option<BearerClass>| c.map_or("none", |c| c.as_str());
-    match e {
-        Event::HandshakeInitiated { attempt } => tracing::debug!(attempt, "handshake initiation sent"),
-        Event::HandshakeStalled { elapsed } => tracing::warn!(
-            elapsed_s = elapsed.as_secs(),
-            "no answer from the gateway yet; check its endpoint, its public key, and that it lists this laptop as a peer; still retrying"
-        ),
-        Event::SessionEstablished { session_id, peer, previous } => match previous {
-            Some(previous) => tracing::info!(%session_id, peer = %peer_name(*peer), %previous, "session established (a new session replaces the previous one)"),
-            None => tracing::info!(%session_id, peer = %peer_name(*peer), "session established"),
-        },
-        Event::SessionStateChange { session_id, previous_state, new_state, reason, state_version } => tracing::info!(
-            %session_id, previous_state = previous_state.name(), new_state = new_state.name(), reason = reason.code(), state_version, "session state change"
-        ),
-        Event::SessionTerminated { session_id, reason, state_version, session_age, transportless_age } => tracing::info!(
-            %session_id, reason = reason.code(), state_version, session_age_ms = session_age.as_millis() as u64,
-            transportless_age_ms = transportless_age.map(|d| d.as_millis() as u64), "session terminated"
-        ),
-        Event::TransportAttached { session_id, class: c } => {
-            tracing::info!(%session_id, bearer = class(c), "transport attached")
-        }
-        Event::TransportSwitch { session_id, from, to, reason } => tracing::info!(
-            %session_id, from = class(from), to = to.as_str(), reason = reason.name(), "transport switch"
-        ),
-        Event::TransportSwitchDenied { session_id, reason } => {
-            tracing::info!(%session_id, reason = reason.name(), "transport switch denied")
-        }
-        Event::ReattachAttempt { session_id, to, attempt, make_before_break } => tracing::info!(
-            %session_id, to = to.as_str(), attempt, make_before_break, "reattach attempt"
-        ),
-        Event::ReattachResult { session_id, status } => {
-            tracing::info!(%session_id, status = ?status, "reattach result")
-        }
-        Event::BindingMoved { session_id, state_version, reattach } => {
-            tracing::info!(%session_id, state_version, reattach, "session binding moved to a validated path")
-        }
-        Event::BindingReverted { session_id } => {
-            tracing::info!(%session_id, "unvalidated path abandoned; binding reverted")
-        }
-        Event::SecurityValidationFailed { session_id, failures, suppressed } => tracing::warn!(
-            session_id = ?session_id.map(|s| s.to_hex()), failures, suppressed, "packets failed authentication"
-        ),
-        Event::SecurityReplayDetected { session_id } => {
-            tracing::warn!(%session_id, "replayed control packet dropped")
-        }
-        Event::NoUplink { session_id } => {
-            tracing::warn!(session_id = ?session_id.map(|s| s.to_hex()), "no usable uplink; waiting for one")
-        }
-        Event::KeyRotated { session_id, epoch, trigger } => {
-            tracing::info!(%session_id, epoch, trigger = trigger.code(), "keys rotated")
-        }
-        Event::RekeyDenied { session_id, trigger, reason } => {
-            tracing::info!(%session_id, trigger = trigger.code(), reason = reason.code(), "rekey denied")
-        }
-        Event::KeyExpired { session_id, epoch } => tracing::warn!(%session_id, epoch, "keys expired without a rekey"),
-        Event::SecurityKeyCompromiseSuspected { session_id, evidence } => {
-            tracing::warn!(%session_id, evidence, "key compromise suspected; session terminated")
-        }
-        Event::SessionClosed { session_id, peer, reason } => {
-            tracing::info!(%session_id, peer = %peer_name(*peer), reason = reason.name(), "session closed")
-        }
-    }
 }
 
 fn log_drops(d: &crate::proto::DropCounters) {

@@ -6,9 +6,10 @@
 //!   bounded queue drained by its own writer thread, each follower (`jvpn events --follow`) a
 //!   bounded queue of its own; whatever does not fit is dropped for that sink and counted.
 //! - [`SinkSpec`]: a file (`events = "PATH"`, `--events PATH`) or stdout (`--events -`).
-//!
-//! The driver turns the core's `proto::Event`s into records (it knows the node id, the policy
-//! version and the state versions); this module knows nothing about the core.
+//! - [`record_of`] and [`log_event`]: a core `proto::Event` as a record and as a log line, both
+//!   rendered from the event's one description (`Event::describe`). The node supplies what the
+//!   core does not know: its id, the policy version, the session's current state version and
+//!   the peers' names. Records and the hub know nothing about the core.
 //!
 //! ```
 //! use jvpn::events::{EventHub, EventRecord};
@@ -29,6 +30,7 @@
 
 mod hub;
 mod record;
+mod render;
 
 pub(crate) use hub::WarnLimiter;
 pub use hub::{
@@ -36,3 +38,4 @@ pub use hub::{
     WARN_INTERVAL,
 };
 pub use record::{is_event_type_name, is_reason_code, unix_ms, EventRecord, COMMON_KEYS};
+pub use render::{log_event, record_of};

@@ -1,5 +1,12 @@
 //! Events the core reports: plain data, drained with `poll_event()`. The driver logs them
-//! and (later) writes them to event sinks; emitting never changes the data path.
+//! and writes them to event sinks; emitting never changes the data path.
+//!
+//! Each event is described once, in [`Event::describe`]: its name, log level and summary, the
+//! session it is about, its reason code and its fields in order. The JSON event record, the log
+//! line and the state-version lookup all read that description (`crate::events` renders it),
+//! so a field added there appears in all of them.
+
+mod describe;
 
 use std::time::Duration;
 
@@ -8,6 +15,8 @@ use super::path::{DenyReason, ReattachStatus, SwitchReason};
 use super::rekey::{RekeyDenial, RekeyTrigger};
 use super::state::{Reason, State};
 use crate::policy::BearerClass;
+
+pub use describe::{Description, FieldValue, Level};
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
