@@ -517,7 +517,8 @@ ping_percentiles() {
 ping_loss() { grep -Eo '[0-9.]+% packet loss' "$1" 2>/dev/null | grep -Eo '^[0-9.]+' || echo 100; }
 
 # ---------------------------------------------------------------------------------------------
-# Two-bearer topology (the one netns-tests/roam.sh builds; used by scripts/bench.sh --handover)
+# Two-bearer topology (netns-tests/roam.sh, accountable.sh, scripts/bench/handover.sh; the
+# handover cases on it: netns-tests/handover_cases.sh)
 # ---------------------------------------------------------------------------------------------
 #
 #   ns LAP (laptop)                                         ns GW (gateway)
@@ -560,8 +561,11 @@ NFT
 # tb_gateway_source: the gateway answers from its endpoint address whatever socket it uses, as a
 # gateway with one public address does. (A VPN whose replies leave from an unbound socket would
 # otherwise answer from 10.20.0.1 or 10.40.0.1: its peer then learns an endpoint only reachable
-# over Wi-Fi, and the NAT drops every reply on the cellular path.)
+# over Wi-Fi, and the NAT drops every reply on the cellular path.) TB_GATEWAY_SOURCE=0 leaves the
+# kernel's choice, for a test that wants to see jvpn answer from the address it was reached at.
+TB_GATEWAY_SOURCE=${TB_GATEWAY_SOURCE:-1}
 tb_gateway_source() {
+    ((TB_GATEWAY_SOURCE)) || return 0
     ip -n "$(ns "$TB_GW")" route replace 10.20.0.0/24 dev gwifi proto kernel scope link src "$TB_ENDPOINT"
     ip -n "$(ns "$TB_GW")" route replace 10.40.0.0/24 dev gcell proto kernel scope link src "$TB_ENDPOINT"
 }

@@ -27,10 +27,16 @@
 #   the NAT changes the laptop's port on cellular  <= 1 lost
 #   an attacker replays and relays captured packets  the session stays with the laptop
 #
+# The handover cases, their faults, jvpn's configs and these budgets are defined once in
+# netns-tests/handover_cases.sh (scripts/bench.sh runs the same cases against other VPNs); this
+# script adds the attacker, its own timing per case and the checks on jvpn's logs.
+#
 # Usage: netns-tests/roam.sh [CASE...]   (case names: see `cases` at the bottom)
 set -euo pipefail
 # shellcheck source=netns-tests/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=netns-tests/handover_cases.sh
+source "$(dirname "${BASH_SOURCE[0]}")/handover_cases.sh"
 
 need_root
 lib_init roam
@@ -39,8 +45,8 @@ ensure_cmds conntrack:conntrack python3:python3 || fail "cannot install conntrac
 ensure_jvpn
 jvpn_supports probe || fail "$JVPN has no 'probe' subcommand"
 
-ENDPOINT=10.10.0.1
-PORT=51900
+ENDPOINT=$TB_ENDPOINT
+PORT=$HC_PORT
 PPS=50
 
 # ---------------------------------------------------------------------------------------------
@@ -48,78 +54,21 @@ PPS=50
 # ---------------------------------------------------------------------------------------------
 
 step "topology: laptop with Wi-Fi and cellular (through NAT), gateway, attacker"
-ns_add lap gw rtr atk
-veth_link lap wlan0 "10.20.0.2/24" gw gwifi "10.20.0.1/24"
-veth_link lap wwan0 "10.30.0.2/24" rtr lan "10.30.0.1/24"
-veth_link rtr wan "10.40.0.2/24" gw gcell "10.40.0.1/24"
+# The gateway answers from whatever source the kernel picks: jvpn must answer from the address it
+# was reached at by itself.
+TB_GATEWAY_SOURCE=0
+tb_topology lap gw rtr
+ns_add atk
 veth_link atk eth0 "10.50.0.2/24" gw gatk "10.50.0.1/24"
-ip -n "$(ns gw)" addr add "$ENDPOINT/32" dev lo
-ns_forwarding rtr
-ip -n "$(ns rtr)" route add "$ENDPOINT/32" via 10.40.0.1
 ip -n "$(ns atk)" route add "$ENDPOINT/32" via 10.50.0.1
-nsx rtr nft -f - <<'EOF'
-table ip nat {
-    chain post {
-        type nat hook postrouting priority srcnat;
-        oifname "wan" meta l4proto udp masquerade to :20000-20999
-        oifname "wan" masquerade
-    }
-}
-EOF
-
-wifi_route() { ip -n "$(ns lap)" route replace "$ENDPOINT/32" via 10.20.0.1 dev wlan0 metric 100; }
-cell_route() { ip -n "$(ns lap)" route replace "$ENDPOINT/32" via 10.30.0.1 dev wwan0 metric 200; }
-wifi_route
-cell_route
-nsx lap ping -n -c1 -W2 -I wlan0 "$ENDPOINT" >/dev/null || fail "gateway not reachable over Wi-Fi"
-nsx lap ping -n -c1 -W2 -I wwan0 "$ENDPOINT" >/dev/null || fail "gateway not reachable over cellular"
 ok "gateway $ENDPOINT reachable over both bearers"
 
-# Restores both bearers to working order.
-restore_bearers() {
-    nsx gw nft delete table inet blackhole 2>/dev/null || true
-    ip -n "$(ns lap)" link set wlan0 up
-    ip -n "$(ns lap)" addr replace 10.20.0.2/24 dev wlan0
-    wifi_route
-    cell_route
-}
-
 # ---------------------------------------------------------------------------------------------
-# Keys and configs
+# Keys and configs (gateway.toml, laptop-default.toml, laptop-voice.toml, ... in the run directory)
 # ---------------------------------------------------------------------------------------------
 
 cd "$RUN_DIR"
-GW_PUB=$(jvpn_keygen gateway.key)
-LAP_PUB=$(jvpn_keygen laptop.key)
-cat >gateway.toml <<EOF
-identity = "gateway.key"
-listen = "0.0.0.0:$PORT"
-[tunnel]
-name = "jvpn0"
-address = ["10.77.0.1/24"]
-[[peer]]
-name = "laptop"
-public_key = "$LAP_PUB"
-allowed_ips = ["10.77.0.2/32"]
-EOF
-laptop_config() { # POLICY_FILE|"" OUT
-    {
-        echo 'identity = "laptop.key"'
-        [[ -n $1 ]] && echo "policy = \"$1\""
-        cat <<EOF
-[tunnel]
-name = "jvpn0"
-address = ["10.77.0.2/24"]
-[gateway]
-endpoint = "$ENDPOINT:$PORT"
-public_key = "$GW_PUB"
-routes = ["10.77.0.0/24"]
-EOF
-    } >"$2"
-}
-laptop_config "" laptop-default.toml
-laptop_config "$REPO_DIR/policy/voice.toml" laptop-voice.toml
-"$JVPN" check laptop-voice.toml >/dev/null || fail "laptop-voice.toml does not check"
+hc_configs "$RUN_DIR"
 
 # ---------------------------------------------------------------------------------------------
 # One case
@@ -129,7 +78,7 @@ CASE=""
 # start_nodes CASE LAPTOP_CONFIG: fresh gateway and laptop for a case, session up on Wi-Fi.
 start_nodes() {
     CASE=$1
-    restore_bearers
+    tb_restore
     jvpn_start "$CASE-gw" gw gateway "$RUN_DIR/gateway.toml"
     wait_listen gw "$PORT" 10 udp
     jvpn_start "$CASE-lap" lap up "$RUN_DIR/$2"
@@ -208,134 +157,64 @@ at_second() {
 # Cases
 # ---------------------------------------------------------------------------------------------
 
-case_link_down() {
-    step "Wi-Fi link goes down (address stays)"
-    start_nodes link-down laptop-default.toml
-    probes 6 1 1
-    probes_started
-    at_second 2.5 ip -n "$(ns lap)" link set wlan0 down
-    finish_probes
-    check_dir up 1 60
-    check_dir down 1 60
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?transport_dead'
-}
-
-case_link_down_addr() {
-    step "Wi-Fi link goes down and its address is removed"
-    start_nodes addr-gone laptop-default.toml
-    probes 6 1 1
-    probes_started
-    at_second 2.5 sh -c "ip -n '$(ns lap)' link set wlan0 down && ip -n '$(ns lap)' addr flush dev wlan0"
-    finish_probes
-    check_dir up 1 60
-    check_dir down 1 60
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular'
-}
-
-case_downlink_only() {
-    step "Wi-Fi goes down while media flows only gateway -> laptop"
-    start_nodes downlink-only laptop-default.toml
-    probes 6 0 1
-    probes_started
-    at_second 2.5 sh -c "ip -n '$(ns lap)' link set wlan0 down && ip -n '$(ns lap)' addr flush dev wlan0"
-    finish_probes
-    check_dir down 1 60
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular'
-}
-
-# The Wi-Fi path silently drops everything: the laptop's link stays up and its sends succeed,
-# but nothing gets through in either direction (dropped on the far side, as a dead access point
-# or a broken uplink behind it would).
-blackhole_wifi() {
-    nsx gw nft -f - <<'EOF'
-table inet blackhole {
-    chain in { type filter hook prerouting priority -300; iifname "gwifi" drop; }
-    chain out { type filter hook postrouting priority 300; oifname "gwifi" drop; }
-}
-EOF
-}
-
-case_blackhole_voice() {
-    step "Wi-Fi stays up but drops everything (voice.toml)"
-    start_nodes blackhole-voice laptop-voice.toml
-    probes 6 1 1
-    probes_started
-    at_second 2.5 blackhole_wifi
-    finish_probes
-    check_dir up 26 500
-    check_dir down 26 500
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?(heartbeat_timeout|consecutive_drop_exceeded)'
-}
-
-case_blackhole_default() {
-    step "Wi-Fi stays up but drops everything (default policy)"
-    start_nodes blackhole-default laptop-default.toml
-    probes 8 1 1
-    probes_started
-    at_second 2.5 blackhole_wifi
-    finish_probes
-    check_dir up 151 3000
-    check_dir down 151 3000
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular.*reason="?(heartbeat_timeout|consecutive_drop_exceeded)'
-}
-
-case_wifi_returns() {
-    step "Wi-Fi comes back while on cellular (preferred, make-before-break)"
-    start_nodes wifi-returns laptop-default.toml
-    ip -n "$(ns lap)" link set wlan0 down
-    wait_log "$CASE-lap" 'transport switch.*to="?cellular' 10 "the move to cellular"
-    probes 7 1 1
-    probes_started
-    at_second 2 sh -c "ip -n '$(ns lap)' link set wlan0 up && sleep 0.2 && ip -n '$(ns lap)' route replace $ENDPOINT/32 via 10.20.0.1 dev wlan0 metric 100"
-    finish_probes
-    check_dir up 0 60
-    check_dir down 0 60
-    stop_nodes 'transport switch.*from="?cellular.*to="?wifi.*reason="?preferred_bearer_available'
-}
-
-flap_wifi() {
-    local _i
-    for _i in $(seq 10); do
-        ip -n "$(ns lap)" link set wlan0 down
-        sleep 0.1
-        ip -n "$(ns lap)" link set wlan0 up
-        ip -n "$(ns lap)" route replace "$ENDPOINT/32" via 10.20.0.1 dev wlan0 metric 100 2>/dev/null || true
-        sleep 0.1
+# roam_case TAG CASE POLICY EVENT_AT MEDIA_SECONDS TITLE: one case of handover_cases.sh under a
+# laptop policy: media for MEDIA_SECONDS, the fault EVENT_AT seconds in, its budget per direction,
+# one session throughout and the jump in the laptop's log.
+roam_case() {
+    local c=$2 pol=$3 at=$4 secs=$5 d up=0 down=0 max_lost max_ms
+    step "$6"
+    start_nodes "$1" "laptop-$pol.toml"
+    if [[ $(hc_start "$c") == cellular ]]; then
+        tb_wifi_down
+        wait_log "$CASE-lap" 'transport switch.*to="?cellular' 10 "the move to cellular"
+    fi
+    for d in $(hc_dirs "$c"); do
+        if [[ $d == up ]]; then up=1; else down=1; fi
     done
+    probes "$secs" "$up" "$down"
+    probes_started
+    at_second "$at" hc_event "$c"
+    finish_probes
+    [[ $c != flapping ]] || check_switch_rate
+    read -r max_lost max_ms <<<"$(hc_budget "$c" "$pol")"
+    for d in $(hc_dirs "$c"); do
+        check_dir "$d" "$max_lost" "$max_ms"
+    done
+    if [[ $c == nat-rebinding ]]; then
+        wait_log "$CASE-gw" 'session binding moved' 5 "the gateway validating the new port"
+    fi
+    stop_nodes "$(hc_jump "$c")"
 }
 
-case_flapping() {
-    step "Wi-Fi flaps 10 times in 2 s"
-    start_nodes flapping laptop-default.toml
-    probes 8 1 1
-    probes_started
-    at_second 2 flap_wifi
-    finish_probes
+# check_switch_rate: the laptop tried at most max_switches_per_min = 8 reattachments.
+check_switch_rate() {
     local attempts
     attempts=$(strip_ansi <"$RUN_DIR/$CASE-lap.log" | grep -c 'reattach attempt' || true)
     log "$CASE: $attempts reattach attempts"
     awk -v a="$attempts" 'BEGIN { exit !(a <= 8) }' || fail "$CASE: $attempts switch attempts (policy allows 8 a minute)"
     ok "$CASE: $attempts switch attempts within max_switches_per_min = 8"
-    check_dir up 2 100
-    check_dir down 2 100
-    stop_nodes 'transport switch.*from="?wifi.*to="?cellular'
 }
 
+case_link_down() { roam_case link-down link-down default 2.5 6 "Wi-Fi link goes down (address stays)"; }
+case_link_down_addr() {
+    roam_case addr-gone addr-gone default 2.5 6 "Wi-Fi link goes down and its address is removed"
+}
+case_downlink_only() {
+    roam_case downlink-only downlink-only default 2.5 6 "Wi-Fi goes down while media flows only gateway -> laptop"
+}
+# The Wi-Fi path silently drops everything: the laptop's link stays up and its sends succeed.
+case_blackhole_voice() {
+    roam_case blackhole-voice blackhole voice 2.5 6 "Wi-Fi stays up but drops everything (voice.toml)"
+}
+case_blackhole_default() {
+    roam_case blackhole-default blackhole default 2.5 8 "Wi-Fi stays up but drops everything (default policy)"
+}
+case_wifi_returns() {
+    roam_case wifi-returns wifi-returns default 2 7 "Wi-Fi comes back while on cellular (preferred, make-before-break)"
+}
+case_flapping() { roam_case flapping flapping default 2 8 "Wi-Fi flaps 10 times in 2 s"; }
 case_nat_rebinding() {
-    step "the NAT on the cellular path changes the laptop's port"
-    start_nodes nat-rebinding laptop-default.toml
-    ip -n "$(ns lap)" link set wlan0 down
-    wait_log "$CASE-lap" 'transport switch.*to="?cellular' 10 "the move to cellular"
-    probes 6 1 1
-    probes_started
-    at_second 2.5 sh -c "ip netns exec '$(ns rtr)' nft flush chain ip nat post && ip netns exec '$(ns rtr)' nft add rule ip nat post oifname wan meta l4proto udp masquerade to :30000-30999 && ip netns exec '$(ns rtr)' conntrack -F >/dev/null 2>&1"
-    finish_probes
-    check_dir up 1 100
-    check_dir down 1 100
-    wait_log "$CASE-gw" 'session binding moved' 5 "the gateway validating the new port"
-    stop_nodes ''
-    nsx rtr nft flush chain ip nat post
-    nsx rtr nft add rule ip nat post oifname wan meta l4proto udp masquerade to :20000-20999
+    roam_case nat-rebinding nat-rebinding default 2.5 6 "the NAT on the cellular path changes the laptop's port"
 }
 
 # An attacker that sees the laptop's packets (a capture on the gateway's Wi-Fi side) relays each

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/netns.sh: run every netns-tests/*.sh (except lib.sh), one after another, and report
+# scripts/netns.sh: run every netns-tests/*.sh test (a file with a #! line; the libraries they
+# source, lib.sh and handover_cases.sh, have none), one after another, and report
 # pass / fail / skip per script. Exit 1 if any failed; skips (exit 77: not root, no netns) do not
 # fail the run.
 #
@@ -23,7 +24,7 @@ if (($#)); then
     done
 else
     for f in "$TEST_DIR"/*.sh; do
-        [[ $(basename "$f") == lib.sh ]] && continue
+        [[ $(head -c 2 "$f") == '#!' ]] || continue
         scripts+=("$f")
     done
 fi
