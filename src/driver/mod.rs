@@ -6,7 +6,7 @@
 //! dead uplink is data for the path logic.
 //!
 //! - [`run`]: the loop.
-//! - [`control_plane`]: signals, bearer changes, control requests, reload, the doorbell.
+//! - `control_plane`: signals, bearer changes, control requests, reload, the doorbell.
 
 mod control_plane;
 
