@@ -13,78 +13,13 @@ use zeroize::Zeroizing;
 use crate::driver;
 use crate::events::SinkSpec;
 use crate::identity::{Identity, PublicKey};
-use crate::policy::{
-    BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey, RecoveryExpiry,
-};
+use crate::policy::{proto_config, BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey};
 use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
-use crate::proto::lifecycle::LifecycleConfig;
-use crate::proto::rekey::KeyLimits;
-use crate::proto::{Event, PathConfig, ProtoConfig, Seed, StaticKeys};
+use crate::proto::{Event, Seed, StaticKeys};
+use crate::sys::udp::Sockets;
 use crate::sys::uplinks::UplinkWatch;
 use crate::sys::{privileges, tun::Tun};
-
-/// The core's timing and limits, from the policy. See `docs/POLICY.md` for the derivations.
-pub fn proto_config(policy: &Policy) -> ProtoConfig {
-    let h = &policy.handshake;
-    let peer_silent_after = h.keepalive * 3 + Duration::from_secs(5);
-    ProtoConfig {
-        handshake_retry_initial: h.retry_initial,
-        handshake_retry_max: h.retry_max,
-        handshake_timeout: h.timeout,
-        keepalive: h.keepalive,
-        peer_silent_after,
-        replay_window_bits: policy.security.replay_window_size as usize,
-        initiation_min_interval: Duration::from_millis(20),
-        paths: path_config(policy),
-        lifecycle: LifecycleConfig {
-            max_lifetime: policy.session.max_lifetime,
-            transport_lost_ttl: policy.session.transport_lost_ttl,
-            volatile_to_degraded: policy.volatility.volatile_to_degraded,
-            terminate_on_recovery_expiry: policy.switching.on_recovery_expiry
-                == RecoveryExpiry::Terminated,
-        },
-        keys: KeyLimits {
-            rekey_after: policy.keys.rekey_after,
-            rekey_after_packets: policy.keys.rekey_after_packets,
-            key_max_age: policy.keys.key_max_age,
-            grace: policy.keys.rekey_grace,
-            min_rekey_interval: policy.keys.min_rekey_interval,
-            on_transport_change: true,
-        },
-    }
-}
-
-/// Path timing and bounds from the policy.
-pub fn path_config(policy: &Policy) -> PathConfig {
-    let v = &policy.volatility;
-    let sw = &policy.switching;
-    let b = &policy.bearers;
-    PathConfig {
-        heartbeat_interval: v.heartbeat_interval,
-        heartbeat_volatile: v.heartbeat_volatile,
-        max_consecutive_drops: v.max_consecutive_drops,
-        loss_window: v.loss_window,
-        loss_threshold: v.loss_volatile_threshold,
-        debounce: sw.debounce,
-        max_switches_per_min: sw.max_switches_per_min,
-        switch_cooldown: sw.switch_cooldown,
-        recovery_window: sw.recovery_window,
-        reattach_retry: (v.heartbeat_interval / 2).max(Duration::from_millis(50)),
-        reattach_proof_max_age: policy.security.reattach_proof_max_age,
-        validation_timeout: (sw.recovery_window / 4).max(Duration::from_millis(200)),
-        standby_probe: BearerClass::ALL
-            .into_iter()
-            .map(|c| (c, b.settings(c).probe_interval))
-            .collect(),
-        max_auth_failures: policy.security.max_auth_failures,
-        auth_failure_window: policy.security.auth_failure_window,
-        moving_target: policy
-            .moving_target
-            .enabled
-            .then_some((policy.moving_target.interval, policy.moving_target.jitter)),
-    }
-}
 
 /// Events, the control socket and policy reload of one running node. Started while the process
 /// still has its privileges (the socket and event files are created then).
@@ -92,7 +27,7 @@ struct Observability {
     hub: crate::events::EventHub,
     control_rx: tokio::sync::mpsc::Receiver<crate::control::ControlRequest>,
     control_task: tokio::task::JoinHandle<()>,
-    info: driver::NodeInfo,
+    info: crate::control::NodeInfo,
     policy_path: Option<std::path::PathBuf>,
     audit: Option<crate::audit::log::AuditWorker>,
 }
@@ -120,7 +55,7 @@ impl Observability {
         let server = crate::control::ControlServer::bind(&socket)?;
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
         let control_task = tokio::spawn(server.serve(control_tx, hub.clone()));
-        let info = driver::NodeInfo {
+        let info = crate::control::NodeInfo {
             role,
             node_id: identity.public().to_string(),
             policy_version: policy.version.clone(),
@@ -140,11 +75,11 @@ impl Observability {
 
     /// Runs the driver until a signal, writing every event to the log and the sinks, then
     /// closes the control socket and flushes the sinks.
-    async fn run<C: driver::Core>(
+    async fn run<C: crate::proto::node::Core>(
         self,
         core: &mut C,
         tun: &Tun,
-        sockets: &mut driver::Sockets,
+        sockets: &mut Sockets,
         uplinks: Option<UplinkWatch>,
         log: impl Fn(&Event),
     ) -> anyhow::Result<()> {
@@ -245,8 +180,8 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         &cfg.tunnel.addresses,
         &cfg.gateway.routes,
     )?;
-    let mut sockets = driver::Sockets::bind(None, Some(cfg.gateway.endpoint))
-        .context("failed to open the UDP socket")?;
+    let mut sockets =
+        Sockets::bind(None, Some(cfg.gateway.endpoint)).context("failed to open the UDP socket")?;
     let watch = UplinkWatch::open(
         cfg.gateway.endpoint.ip(),
         tun.index,
@@ -318,7 +253,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         &cfg.tunnel.addresses,
         &routes,
     )?;
-    let mut sockets = driver::Sockets::bind(Some(cfg.listen), None).with_context(|| {
+    let mut sockets = Sockets::bind(Some(cfg.listen), None).with_context(|| {
         format!(
             "failed to listen on {} (is another gateway running? change `listen`)",
             cfg.listen

@@ -1,5 +1,8 @@
 //! The control socket: a real server on a temporary path, a fake driver answering its
-//! requests, and the blocking client the CLI uses.
+//! requests, and the blocking client the CLI uses; and the status report assembled from real
+//! cores driven in the simulation.
+
+mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -33,24 +36,27 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Answers like a driver would: one session, `SID`, which it can terminate once.
+/// What the fake driver reports: one session, `SID`, until it is terminated.
+fn fake_report(node_id: &str, alive: bool) -> StatusReport {
+    let mut r = StatusReport::new(NodeRole::Gateway, node_id, "default-1", 42);
+    r.drops.insert("unknown_tag".into(), 7);
+    if alive {
+        let mut s = SessionStatus::new(SID);
+        s.state = Some("ATTACHED".into());
+        s.state_version = Some(3);
+        r.sessions.push(s);
+    }
+    r
+}
+
+/// Answers like a driver would (the real status assembly is tested against simulated cores
+/// in `status_assembly` below): one session, `SID`, which it can terminate once.
 async fn fake_driver(mut rx: mpsc::Receiver<ControlRequest>, node_id: String) {
     let mut alive = true;
     while let Some(req) = rx.recv().await {
         match req {
             ControlRequest::Status { reply } => {
-                let mut r = StatusReport::new(NodeRole::Gateway, node_id.clone(), "default-1", 42);
-                r.drops.insert("unknown_tag".into(), 7);
-                if alive {
-                    let mut s = SessionStatus::new(SID);
-                    s.peer = Some("alice-laptop".into());
-                    s.state = Some("ATTACHED".into());
-                    s.state_version = Some(3);
-                    s.bearer_class = Some("wifi".into());
-                    s.tx_packets = Some(10);
-                    r.sessions.push(s);
-                }
-                let _ = reply.send(r);
+                let _ = reply.send(fake_report(&node_id, alive));
             }
             ControlRequest::Terminate { session_id, reply } => {
                 let answer = if alive && session_id == SID {
@@ -166,21 +172,15 @@ impl Raw {
 }
 
 #[test]
-fn status_round_trips_through_the_driver_and_carries_the_event_counters() {
+fn status_reaches_the_client_intact_with_the_event_counters_the_server_adds() {
     let dir = scratch_dir("ctl-status");
     let node = Node::start(&dir.join("n.sock"), "node-A");
     let report = node.client().status().unwrap();
-    assert_eq!(report.role, NodeRole::Gateway);
-    assert_eq!(report.node_id, "node-A");
-    assert_eq!(report.policy_version, "default-1");
-    assert_eq!(report.uptime_ms, 42);
-    assert_eq!(report.drops["unknown_tag"], 7);
-    assert_eq!(report.events_dropped, Some(0), "filled in by the server");
-    assert_eq!(report.event_sinks_dropped["followers"], 0);
-    assert_eq!(report.sessions.len(), 1);
-    assert_eq!(report.sessions[0].session_id, SID);
-    assert_eq!(report.sessions[0].state.as_deref(), Some("ATTACHED"));
-    assert_eq!(report.sessions[0].key_epoch, None);
+    let mut want = fake_report("node-A", true);
+    want.events_dropped = Some(0);
+    want.event_sinks_dropped = node.hub.dropped_by_sink();
+    assert!(want.event_sinks_dropped.contains_key("followers"));
+    assert_eq!(report, want);
 
     // The raw response is {"ok":true,"status":{...}}, and one connection serves many requests.
     let mut raw = Raw::connect(&node.path);
@@ -189,6 +189,7 @@ fn status_round_trips_through_the_driver_and_carries_the_event_counters() {
         assert_eq!(v["ok"], true);
         assert_eq!(v["status"]["sessions"][0]["state_version"], 3);
         assert_eq!(v["status"]["role"], "gateway");
+        assert_eq!(v["status"]["events_dropped"], 0);
     }
 }
 
@@ -462,4 +463,180 @@ fn connecting_to_nothing_says_what_it_means() {
     drop(UnixListener::bind(&stale).unwrap());
     let err = ControlClient::connect(&stale).unwrap_err().to_string();
     assert!(err.contains("stale socket"), "{err}");
+}
+
+/// `jvpn status` as the node assembles it (`control::status::report`) from a laptop and a
+/// gateway driven in the simulation, checked against what the simulation did.
+mod status_assembly {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::common::{gateway_inner, ipv4, laptop_inner, World};
+    use jvpn::control::status::{report, NodeInfo};
+    use jvpn::control::{NodeRole, StatusReport};
+    use jvpn::policy::BearerClass;
+    use jvpn::proto::{Event, SessionId};
+
+    const WIFI: u32 = 2;
+    const CELL: u32 = 3;
+    const CELL_ADDR: &str = "203.0.113.50:61000";
+
+    fn info(role: NodeRole, w: &World, peers: &[&str]) -> NodeInfo {
+        NodeInfo {
+            role,
+            node_id: format!("{role:?}"),
+            policy_version: "default-1".into(),
+            tunnel: "jvpn0".into(),
+            started: w.start,
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// The session the events established, and its latest state and state_version.
+    fn what_happened(events: &[Event]) -> (SessionId, &'static str, u64) {
+        let id = events
+            .iter()
+            .find_map(|e| match e {
+                Event::SessionEstablished { session_id, .. } => Some(*session_id),
+                _ => None,
+            })
+            .expect("a session was established");
+        let (state, version) = events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::SessionStateChange {
+                    session_id,
+                    new_state,
+                    state_version,
+                    ..
+                } if *session_id == id => Some((new_state.name(), *state_version)),
+                _ => None,
+            })
+            .expect("the session changed state");
+        (id, state, version)
+    }
+
+    /// When the laptop next puts a datagram on the wire, as an offset from `w.now`.
+    fn next_laptop_send(w: &mut World) -> Duration {
+        let from_laptop = |w: &World| {
+            w.capture
+                .iter()
+                .filter(|d| d.from != w.gateway_addr)
+                .count()
+        };
+        let (start, sent) = (w.now, from_laptop(w));
+        while from_laptop(w) == sent {
+            assert!(
+                w.now - start < Duration::from_secs(60),
+                "the laptop went quiet"
+            );
+            w.run_for(Duration::from_millis(1));
+        }
+        w.now - start
+    }
+
+    /// A laptop on Wi-Fi that sent `packets` into the tunnel, then lost Wi-Fi and jumped to
+    /// cellular.
+    fn jumped(packets: usize) -> World {
+        let mut w = World::new(1, 11);
+        w.give_links(
+            0,
+            &[
+                (WIFI, BearerClass::Wifi, "wlan0", "192.0.2.10:40000"),
+                (CELL, BearerClass::Cellular, "wwan0", CELL_ADDR),
+            ],
+        );
+        w.establish();
+        for i in 0..packets {
+            let p = ipv4(laptop_inner(0), gateway_inner(), &[i as u8; 100]);
+            w.laptop_sends(0, &p);
+            w.run_for(Duration::from_millis(20));
+        }
+        w.link_down(0, WIFI);
+        w.run_for(Duration::from_secs(2));
+        w
+    }
+
+    fn report_at(w: &World, role: NodeRole, peers: &[&str]) -> StatusReport {
+        let i = info(role, w, peers);
+        match role {
+            NodeRole::Laptop => report(&w.laptops[0].core, &i, None, w.now),
+            NodeRole::Gateway => report(&w.gateway, &i, None, w.now),
+        }
+    }
+
+    #[test]
+    fn the_laptop_reports_its_session_its_bearer_after_a_jump_and_its_next_wake_up() {
+        let mut w = jumped(5);
+        let r = report_at(&w, NodeRole::Laptop, &[]);
+        let (id, state, version) = what_happened(&w.laptops[0].events);
+        assert_eq!(r.role, NodeRole::Laptop);
+        assert_eq!(r.uptime_ms, w.elapsed().as_millis() as u64);
+        assert_eq!(r.sessions.len(), 1, "{r:?}");
+        let s = &r.sessions[0];
+        assert_eq!(s.session_id, id.to_hex());
+        assert_eq!(s.peer.as_deref(), Some("gateway"));
+        assert_eq!(s.state.as_deref(), Some(state));
+        assert_eq!(s.state_version, Some(version));
+        let switched_to = w.laptops[0].events.iter().rev().find_map(|e| match e {
+            Event::TransportSwitch { to, .. } => Some(*to),
+            _ => None,
+        });
+        assert_eq!(switched_to, Some(BearerClass::Cellular));
+        assert_eq!(
+            s.bearer.as_deref(),
+            Some("wwan0"),
+            "the uplink it jumped to"
+        );
+        assert_eq!(s.bearer_class.as_deref(), Some("cellular"));
+        let sent: usize = w.gateway_tun_out.iter().map(Vec::len).sum();
+        assert_eq!(
+            s.tx_bytes,
+            Some(sent as u64),
+            "what reached the gateway's TUN"
+        );
+
+        // The wake-up the report names is when the laptop next acts on the wire.
+        let wake = r
+            .next_wakeup
+            .clone()
+            .expect("a laptop always has a deadline");
+        assert_eq!(wake.timer, "probe", "{wake:?}");
+        assert_eq!(next_laptop_send(&mut w), Duration::from_millis(wake.in_ms));
+    }
+
+    #[test]
+    fn the_gateway_reports_the_session_where_the_laptop_jumped_to() {
+        let w = jumped(5);
+        let r = report_at(&w, NodeRole::Gateway, &["alice-laptop"]);
+        let (id, state, version) = what_happened(&w.gateway_events);
+        assert_eq!(r.sessions.len(), 1, "{r:?}");
+        let s = &r.sessions[0];
+        assert_eq!(s.session_id, id.to_hex());
+        assert_eq!(
+            Some(s.session_id.clone()),
+            w.laptops[0].core.session().map(|s| s.id().to_hex()),
+            "one session, seen from both ends"
+        );
+        assert_eq!(
+            s.peer.as_deref(),
+            Some("alice-laptop"),
+            "named by the config"
+        );
+        assert_eq!(s.state.as_deref(), Some(state));
+        assert_eq!(s.state_version, Some(version));
+        let cell: SocketAddr = CELL_ADDR.parse().unwrap();
+        assert_eq!(
+            s.remote,
+            Some(cell.to_string()),
+            "bound where the laptop jumped to"
+        );
+        assert_eq!(s.bearer, None, "a gateway has no bearers");
+        let received: usize = w.gateway_tun_out.iter().map(Vec::len).sum();
+        assert_eq!(s.rx_bytes, Some(received as u64));
+        let wake = r.next_wakeup.expect("the gateway sweeps its sessions");
+        assert_eq!(wake.timer, "housekeeping");
+        assert!(wake.in_ms <= 1000, "{wake:?}");
+    }
 }

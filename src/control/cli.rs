@@ -174,6 +174,9 @@ pub fn render_status(r: &StatusReport) -> String {
         let counters: Vec<String> = a.iter().map(|(k, n)| format!("{k} {n}")).collect();
         kv("audit:", counters.join(", "));
     }
+    if let Some(w) = &r.next_wakeup {
+        kv("wake-up:", format!("{} in {}", w.timer, duration(w.in_ms)));
+    }
     out.push('\n');
     if r.sessions.is_empty() {
         out.push_str("no sessions\n");
@@ -315,6 +318,10 @@ mod tests {
         r.drops.insert("unknown_tag".into(), 0);
         r.events_dropped = Some(2);
         r.event_sinks_dropped.insert("stdout".into(), 2);
+        r.next_wakeup = Some(crate::control::Wakeup {
+            in_ms: 850,
+            timer: "keepalive".into(),
+        });
         let mut s = SessionStatus::new("00112233445566778899aabbccddeeff");
         s.peer = Some("gateway".into());
         s.state = Some("ATTACHED".into());
@@ -331,6 +338,7 @@ mod tests {
         assert!(text.contains("node:     laptop PUBKEY\n"), "{text}");
         assert!(text.contains("drops:    bad_mac 3\n"), "{text}");
         assert!(text.contains("events:   2 dropped (stdout 2)\n"), "{text}");
+        assert!(text.contains("wake-up:  keepalive in 850ms\n"), "{text}");
         let lines: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.starts_with("SESSION"))

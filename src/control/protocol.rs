@@ -149,6 +149,19 @@ pub struct StatusReport {
     /// One entry per session (on a laptop: at most one, or none while handshaking).
     #[serde(default)]
     pub sessions: Vec<SessionStatus>,
+    /// When the core's next deadline is due and which timer it is; `None` when the core has
+    /// no deadline (it waits for input only).
+    #[serde(default)]
+    pub next_wakeup: Option<Wakeup>,
+}
+
+/// The core's next deadline, as of the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wakeup {
+    /// Milliseconds from the report to the deadline (0: due now).
+    pub in_ms: u64,
+    /// Why: the timer's name (`keepalive`, `handshake_retry`, `rekey`, ...).
+    pub timer: String,
 }
 
 impl StatusReport {
@@ -170,6 +183,7 @@ impl StatusReport {
             event_sinks_dropped: BTreeMap::new(),
             audit: None,
             sessions: Vec::new(),
+            next_wakeup: None,
         }
     }
 }

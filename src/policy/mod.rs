@@ -9,10 +9,12 @@
 //! - [`Policy`]: a policy file (`policy/*.toml`); `Policy::default()` is `policy/default.toml`.
 //! - [`LaptopConfig`], [`GatewayConfig`]: node configs; their paths are made absolute against
 //!   the config file's directory, and the policy they name is loaded with them.
+//! - [`proto_config`]: the core's timing and limits from a policy.
 //! - [`check_file`]: what `jvpn check FILE` prints.
 //! - [`ConfigError`]: the one error type.
 
 mod config;
+mod core_config;
 mod error;
 mod keys;
 mod policy_file;
@@ -23,6 +25,7 @@ mod validate;
 use std::path::Path;
 
 pub use config::{GatewayConfig, GatewayPeerConfig, LaptopConfig, PeerConfig, TunnelConfig};
+pub use core_config::proto_config;
 pub use error::ConfigError;
 pub use keys::{public_key_to_base64, PresharedKey};
 pub use types::{

@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod iptable;
 pub mod keys;
 pub mod lifecycle;
+pub mod node;
 pub mod path;
 pub mod rekey;
 pub mod replay;
@@ -141,6 +142,26 @@ pub enum Timer {
     Audit,
     /// Move the transport to a new source port (moving target, laptop).
     MovingTarget,
+}
+
+impl Timer {
+    /// Stable lower_snake_case name (logs, `jvpn status`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Timer::HandshakeRetry => "handshake_retry",
+            Timer::Keepalive => "keepalive",
+            Timer::PeerSilent => "peer_silent",
+            Timer::Housekeeping => "housekeeping",
+            Timer::Probe => "probe",
+            Timer::PathSilent => "path_silent",
+            Timer::Reevaluate => "reevaluate",
+            Timer::Reattach => "reattach",
+            Timer::Lifecycle => "lifecycle",
+            Timer::Rekey => "rekey",
+            Timer::Audit => "audit",
+            Timer::MovingTarget => "moving_target",
+        }
+    }
 }
 
 /// Why a datagram or TUN packet was dropped. Counted per reason, logged at TRACE.

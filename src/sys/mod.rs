@@ -5,26 +5,27 @@ pub mod netlink;
 pub mod pktinfo;
 pub mod privileges;
 pub mod tun;
+pub mod udp;
 pub mod uplinks;
 
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::RawFd;
 
-/// Larger socket buffers absorb bursts from TCP inside the tunnel.
-pub fn tune_socket(s: &impl AsRawFd) {
-    let size: libc::c_int = 4 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: plain setsockopt on an fd we own with a correctly sized int.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "could not enlarge socket buffer");
+/// Blocks until `fd` reports `events` (a full socket buffer or TUN queue).
+pub fn wait_for(fd: RawFd, events: libc::c_short) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }

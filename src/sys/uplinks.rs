@@ -5,8 +5,7 @@
 //! re-reading everything covers that.)
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::IpAddr;
 
 use super::netlink::{NetlinkError, Rtnl, Watcher};
 use crate::policy::BearerPolicy;
@@ -84,33 +83,4 @@ impl UplinkWatch {
             }
         }
     }
-}
-
-/// A UDP socket that sends only through interface `name` (SO_BINDTODEVICE), in the family of
-/// `gateway`. Unprivileged since Linux 5.7 for a socket not yet bound to a device.
-pub fn bind_to_device(name: &str, gateway: SocketAddr) -> io::Result<UdpSocket> {
-    let any: SocketAddr = match gateway {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let sock = UdpSocket::bind(any)?;
-    let cname = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
-    let bytes = cname.as_bytes_with_nul();
-    // SAFETY: setsockopt on an fd we own, with a NUL-terminated name of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            bytes.as_ptr().cast(),
-            bytes.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    sock.set_nonblocking(true)?;
-    super::tune_socket(&sock);
-    Ok(sock)
 }
