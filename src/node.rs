@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::driver;
 use crate::events::SinkSpec;
 use crate::identity::{Identity, PublicKey};
-use crate::policy::{proto_config, BearerClass, GatewayConfig, LaptopConfig, Policy, PresharedKey};
+use crate::policy::{proto_config, GatewayConfig, LaptopConfig, Policy, PresharedKey};
 use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
 use crate::proto::{Event, Seed, StaticKeys};

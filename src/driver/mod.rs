@@ -240,8 +240,7 @@ impl<'a> Io<'a> {
             }
             let mut any = false;
             while let Some(e) = core.poll_event() {
-                let version =
-                    e.session().and_then(|id| core.state_version(id));
+                let version = e.session().and_then(|id| core.state_version(id));
                 on_event(&e, version);
                 any = true;
             }
