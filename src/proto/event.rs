@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use super::bearer::BearerClass;
 use super::keys::SessionId;
 use super::path::{DenyReason, ReattachStatus, SwitchReason};
 use super::rekey::{RekeyDenial, RekeyTrigger};
 use super::state::{Reason, State};
-use crate::policy::BearerClass;
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
