@@ -2,7 +2,7 @@
 //!
 //! The core decides with them (standby probe cadence, switch reasons, events, audit records),
 //! so the type lives here and the core imports nothing from `policy`; the policy classifies
-//! interfaces into them and re-exports the type as `crate::policy::BearerClass`.
+//! interfaces into them and re-exports the type as `policy::BearerClass`.
 
 use std::fmt;
 use std::str::FromStr;
