@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::bearer::BearerClass;
 use super::{SessionId, UplinkId};
-use crate::policy::BearerClass;
 
 /// Records waiting to be signed, or waiting for the gateway's acknowledgement, at most.
 pub const QUEUE_LIMIT: usize = 64;

@@ -11,6 +11,7 @@
 //! caller's buffer and returns its result directly; it allocates nothing.
 
 pub mod audit;
+pub mod bearer;
 pub mod binding;
 pub mod client;
 pub mod control;
@@ -316,7 +317,7 @@ pub struct PathConfig {
     /// A new address that has not answered its challenge within this loses the binding.
     pub validation_timeout: Duration,
     /// Probe interval of standby uplinks, by bearer class.
-    pub standby_probe: BTreeMap<crate::policy::BearerClass, Duration>,
+    pub standby_probe: BTreeMap<bearer::BearerClass, Duration>,
     /// Failed authentications per source per window before events about it are suppressed.
     pub max_auth_failures: u32,
     pub auth_failure_window: Duration,
@@ -327,7 +328,7 @@ pub struct PathConfig {
 
 impl Default for PathConfig {
     fn default() -> Self {
-        use crate::policy::BearerClass;
+        use bearer::BearerClass;
         Self {
             heartbeat_interval: Duration::from_millis(500),
             heartbeat_volatile: Duration::from_millis(2000),

@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::bearer::BearerClass;
 use super::control::RejectReason;
 use super::{PathConfig, Timer, UplinkId};
-use crate::policy::BearerClass;
 
 /// A usable bearer as the system reports it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

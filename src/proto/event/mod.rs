@@ -10,11 +10,11 @@ mod describe;
 
 use std::time::Duration;
 
+use super::bearer::BearerClass;
 use super::keys::SessionId;
 use super::path::{DenyReason, ReattachStatus, SwitchReason};
 use super::rekey::{RekeyDenial, RekeyTrigger};
 use super::state::{Reason, State};
-use crate::policy::BearerClass;
 
 pub use describe::{Description, FieldValue, Level};
 
