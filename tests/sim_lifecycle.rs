@@ -176,8 +176,8 @@ fn lifetime_expiry_is_explicit_and_a_new_session_follows_within_a_second() {
     let mut w = World::with_config(1, 5, proto);
     w.establish();
     let first = w.laptops[0].core.session().unwrap().id();
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(30), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(30));
     w.run_for(Duration::from_secs(1));
     let ids = session_ids(&w.laptops[0].events);
     assert_eq!(ids.len(), 2, "{:?}", w.laptops[0].events);
@@ -249,7 +249,7 @@ fn run_steps(seed: u64, steps: &[Step]) -> World {
         ..ProtoConfig::default()
     };
     let mut w = two_bearers(seed, proto);
-    let mut seq = 0;
+    let mut media = MediaRun::new(&w, 0, true, true);
     for s in steps {
         match s {
             Step::WifiDown => w.link_down(0, WIFI),
@@ -258,13 +258,7 @@ fn run_steps(seed: u64, steps: &[Step]) -> World {
             Step::CellUp => w.link_up(0, CELL),
             Step::WifiSilent(on) => w.blackhole(0, WIFI, *on),
             Step::Idle(ms) => w.run_for(Duration::from_millis(u64::from(*ms))),
-            Step::Media(ms) => w.media(
-                0,
-                Duration::from_millis(u64::from(*ms)),
-                true,
-                true,
-                &mut seq,
-            ),
+            Step::Media(ms) => media.play(&mut w, Duration::from_millis(u64::from(*ms))),
         }
     }
     w.run_for(Duration::from_secs(10));
