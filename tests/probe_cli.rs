@@ -2,9 +2,10 @@
 //! argument errors, a bind failure, and SIGTERM. The measurements themselves are unit-tested
 //! in `src/probe/stats_tests.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,11 +15,13 @@ fn jvpn() -> Command {
     c
 }
 
-/// A receiver started with `--listen 127.0.0.1:0`, its port read from its first stderr line.
+/// A receiver started with `--listen 127.0.0.1:0`, its port read from its first stderr line;
+/// its later stderr lines are passed on as they come (see [`Recv::wait_for_line`]).
 struct Recv {
     child: Child,
     port: u16,
     stderr: JoinHandle<String>,
+    lines: mpsc::Receiver<String>,
 }
 
 fn spawn_recv(extra: &[&str]) -> Recv {
@@ -38,19 +41,39 @@ fn spawn_recv(extra: &[&str]) -> Recv {
         .and_then(|rest| rest.split(',').next())
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let (tx, lines) = mpsc::channel();
     let stderr = std::thread::spawn(move || {
-        let mut rest = String::new();
-        err.read_to_string(&mut rest).unwrap();
-        first + &rest
+        let mut all = first;
+        for line in err.lines() {
+            let line = line.unwrap();
+            all += &line;
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
     });
     Recv {
         child,
         port,
         stderr,
+        lines,
     }
 }
 
 impl Recv {
+    /// Waits (up to 10 s) for a stderr line containing `needle`.
+    fn wait_for_line(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with {needle:?}: {e}"),
+            }
+        }
+    }
+
     fn wait(self) -> (Output, String) {
         let out = self.child.wait_with_output().unwrap();
         (out, self.stderr.join().unwrap())
@@ -258,7 +281,9 @@ fn sigterm_ends_the_receiver_with_a_report() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(b"not a probe packet", ("127.0.0.1", recv.port))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The receiver's live line (once a second) says it counted the datagram; it is printed
+    // from the loop that also listens for SIGTERM, so the handler is in place by then.
+    recv.wait_for_line("waiting for probe packets (non-probe datagrams 1)");
     // SAFETY: kill(2) on the pid of a child we spawned and have not waited for.
     let rc = unsafe { libc::kill(recv.child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0);

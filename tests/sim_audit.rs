@@ -80,17 +80,17 @@ fn two_jumps_leave_matching_signed_records_on_the_laptop_and_witnessed_ones_on_t
     let mut gateway_log = AuditLog::open(&gateway_file, gw_key.clone()).unwrap();
     let session_id = w.laptops[0].core.session().unwrap().id();
 
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(1));
     w.link_down(0, WIFI);
-    w.media(0, Duration::from_secs(3), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(3));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(CELL));
     let first = sign_and_send(&mut w, &mut laptop_log);
     w.link_up(0, WIFI);
-    w.media(0, Duration::from_secs(3), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(3));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(WIFI));
     let second = sign_and_send(&mut w, &mut laptop_log);
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(1));
 
     // The laptop's records: one per jump, with the reasons, classes and detail of the jumps.
     assert_eq!((first.len(), second.len()), (1, 1));
@@ -230,8 +230,8 @@ fn records_are_resent_under_loss_and_witnessed_exactly_once() {
     w.loss = 0.3;
     let signed = sign_and_send(&mut w, &mut log);
     assert_eq!(signed.len(), 1);
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(10), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(10));
     w.loss = 0.0;
     w.run_for(Duration::from_secs(2));
     assert_eq!(w.gateway_audit.len(), 1, "exactly once");
@@ -251,10 +251,10 @@ fn records_are_resent_under_loss_and_witnessed_exactly_once() {
 fn a_move_whose_record_is_never_signed_leaves_the_session_unaffected() {
     let mut w = two_bearers(14);
     // Never signing anything is what a failing writer looks like to the core.
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(1));
     w.link_down(0, WIFI);
-    w.media(0, Duration::from_secs(2), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(2));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(CELL));
     assert_eq!(w.laptops[0].audit_drafts.len(), 1, "drafted, never signed");
     assert!(w.gateway_audit.is_empty());

@@ -68,14 +68,14 @@ fn handshakes(w: &World) -> usize {
 fn captures_of_two_bearers_share_no_routing_tag() {
     let mut w = two_bearers(21, ProtoConfig::default());
     let id = w.laptops[0].core.session().unwrap().id();
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(1));
     w.link_down(0, WIFI);
-    w.media(0, Duration::from_secs(3), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(3));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(CELL));
     let wifi_first = tags_at(&w, WIFI_ADDR.parse().unwrap());
     w.link_up(0, WIFI);
-    w.media(0, Duration::from_secs(4), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(4));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(WIFI));
     assert_eq!(w.laptops[0].core.session().unwrap().id(), id);
 
@@ -143,27 +143,15 @@ fn a_move_every_five_seconds_for_a_minute_loses_no_packet_and_never_reuses_a_por
     let mut w = two_bearers(22, moving(5_000, 1_000));
     let id = w.laptops[0].core.session().unwrap().id();
     let hs = handshakes(&w);
-    let gw_before = w.gateway_tun_out.len();
-    let lp_before = w.laptops[0].tun_out.len();
-    let first = 1_000_000;
-    let mut seq = first - 1;
-    w.media(0, Duration::from_secs(60), true, true, &mut seq);
-    w.run_for(Duration::from_millis(200));
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(60));
+    let MediaReports { up, down } = media.finish(&mut w);
+    assert_eq!((up.lost, down.lost), (0, 0), "up {up:?} down {down:?}");
+    for r in [up, down] {
+        assert!(r.longest_silence <= Duration::from_millis(40), "{r:?}");
+    }
 
     let lp = &w.laptops[0];
-    let down = media_report(
-        &lp.tun_out[lp_before..],
-        &lp.tun_at[lp_before..],
-        first,
-        seq,
-    );
-    let gw_times = vec![w.now; w.gateway_tun_out.len() - gw_before];
-    let up = media_report(&w.gateway_tun_out[gw_before..], &gw_times, first, seq);
-    assert_eq!((up.lost, down.lost), (0, 0), "up {up:?} down {down:?}");
-    assert!(
-        down.longest_silence <= Duration::from_millis(40),
-        "downlink {down:?}"
-    );
 
     let moves: Vec<_> = lp
         .events
@@ -216,8 +204,8 @@ fn a_move_every_five_seconds_for_a_minute_loses_no_packet_and_never_reuses_a_por
 #[test]
 fn the_moving_target_is_off_by_default() {
     let mut w = two_bearers(23, ProtoConfig::default());
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(30), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(30));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(WIFI));
     assert!(w.laptops[0].opened.is_empty());
 }
@@ -225,8 +213,8 @@ fn the_moving_target_is_off_by_default() {
 #[test]
 fn a_move_whose_new_port_is_blocked_fails_without_disturbing_the_session() {
     let mut w = two_bearers(24, moving(5_000, 0));
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    let mut media = MediaRun::new(&w, 0, true, true);
+    media.play(&mut w, Duration::from_secs(1));
     // Everything from the next port is lost (a firewall that pins the current one).
     let current = w.laptops[0].core.paths().active();
     let next = current.next_generation();
@@ -234,19 +222,12 @@ fn a_move_whose_new_port_is_blocked_fails_without_disturbing_the_session() {
     w.drop_if = Some(Box::new(move |d: &Datagram| {
         d.from == blocked || d.to == blocked
     }));
-    let lp_before = w.laptops[0].tun_out.len();
-    let first = 2_000_000;
-    let mut seq = first - 1;
+    let mut media = MediaRun::new(&w, 0, true, true);
     // The next move starts within 5 s and is given up after the 8 s recovery window.
-    w.media(0, Duration::from_secs(14), true, true, &mut seq);
+    media.play(&mut w, Duration::from_secs(14));
+    let MediaReports { up, down } = media.finish(&mut w);
     let lp = &w.laptops[0];
-    let down = media_report(
-        &lp.tun_out[lp_before..],
-        &lp.tun_at[lp_before..],
-        first,
-        seq,
-    );
-    assert_eq!(down.lost, 0, "{down:?}");
+    assert_eq!((up.lost, down.lost), (0, 0), "up {up:?} down {down:?}");
     // The failed move closed its socket; the session stayed on its port.
     assert!(lp.closed.contains(&next), "{:?}", lp.closed);
     assert_eq!(lp.core.paths().active(), current);

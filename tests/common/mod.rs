@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod media;
+#[allow(unused_imports)] // Not every test file streams media.
+pub use media::*;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -145,6 +149,8 @@ pub struct World {
     pub hub_forwarding: bool,
     /// Datagrams for which this returns true are lost (a selective network fault).
     pub drop_if: Option<DropFilter>,
+    /// The sequence number the next media packet carries (unique across a world's streams).
+    pub next_media_seq: u32,
 }
 
 /// The address a socket of generation `g` has behind a link address (the port + g).
@@ -213,6 +219,7 @@ impl World {
             capture: Vec::new(),
             hub_forwarding: true,
             drop_if: None,
+            next_media_seq: 1_000_000,
         };
         for (i, id) in laptop_ids.into_iter().enumerate() {
             w.add_laptop(id, i, &gw_id, seed.wrapping_add(i as u64), proto.clone());
@@ -554,59 +561,5 @@ impl World {
             .get_mut(&UplinkId(id))
             .unwrap()
             .blackhole = on;
-    }
-
-    /// A 50 packets/s media stream for `d`, uplink and/or downlink, with sequence numbers in
-    /// the payload. Returns the sequence numbers sent each way.
-    pub fn media(&mut self, i: usize, d: Duration, up: bool, down: bool, seq: &mut u32) {
-        let end = self.now + d;
-        while self.now < end {
-            *seq += 1;
-            let payload = seq.to_be_bytes();
-            if up {
-                let p = ipv4(laptop_inner(i), gateway_inner(), &payload);
-                self.laptop_sends(i, &p);
-            }
-            if down {
-                let p = ipv4(gateway_inner(), laptop_inner(i), &payload);
-                self.gateway_sends(&p);
-            }
-            let next = self.now + Duration::from_millis(20);
-            self.run_until(next);
-        }
-    }
-}
-
-/// Loss and the longest silence of a media stream as received.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MediaReport {
-    pub received: usize,
-    pub lost: usize,
-    pub longest_silence: Duration,
-}
-
-/// Analyses received packets (payload = u32 sequence after the 20-byte header) against the
-/// sequence range `first..=last` that was sent, with arrival times.
-pub fn media_report(packets: &[Vec<u8>], times: &[Instant], first: u32, last: u32) -> MediaReport {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut arrivals = Vec::new();
-    for (p, t) in packets.iter().zip(times) {
-        if p.len() < 24 {
-            continue;
-        }
-        let s = u32::from_be_bytes(p[20..24].try_into().unwrap());
-        if (first..=last).contains(&s) && seen.insert(s) {
-            arrivals.push(*t);
-        }
-    }
-    let longest = arrivals
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
-    MediaReport {
-        received: seen.len(),
-        lost: (last - first + 1) as usize - seen.len(),
-        longest_silence: longest,
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Event;
-use crate::policy::BearerClass;
+use crate::proto::bearer::BearerClass;
 use crate::proto::keys::SessionId;
 use crate::proto::path::ReattachStatus;
 
