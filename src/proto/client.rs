@@ -55,6 +55,7 @@ pub struct ClientConfig {
 #[derive(Clone, Copy, Debug)]
 struct PathSlot {
     via: UplinkId,
+    index: u32,
     local: RoutingTag,
     remote: RoutingTag,
 }
@@ -261,9 +262,15 @@ impl Client {
             return Some(*p);
         }
         let s = self.session.as_ref()?;
-        let (local, remote) = s.path_tag_pair(self.next_path);
+        let index = self.next_path;
+        let (local, remote) = s.path_tags().pair(index);
         self.next_path += 1;
-        let slot = PathSlot { via, local, remote };
+        let slot = PathSlot {
+            via,
+            index,
+            local,
+            remote,
+        };
         self.path_slots.push(slot);
         Some(slot)
     }
@@ -575,6 +582,7 @@ impl Client {
         self.last_active = self.paths.active();
         self.path_slots = vec![PathSlot {
             via: self.last_active,
+            index: 0,
             local: local_tag,
             remote: sender,
         }];
@@ -703,7 +711,7 @@ impl Client {
             if let Some(slot) = self.path_slot(self.last_active) {
                 if let Some(s) = self.session.as_mut() {
                     self.switch_point = (s.epoch(), s.data_sent());
-                    s.remote_tag = slot.remote;
+                    s.path_tags_mut().choose(slot.index);
                 }
             }
         }

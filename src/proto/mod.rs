@@ -21,6 +21,7 @@ pub mod iptable;
 pub mod keys;
 pub mod lifecycle;
 pub mod path;
+pub mod path_tags;
 pub mod rekey;
 pub mod replay;
 pub mod seed;
