@@ -108,6 +108,16 @@ struct Outputs {
 }
 
 impl Outputs {
+    fn new(rng: ChaCha20Rng) -> Self {
+        Self {
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            drops: DropCounters::default(),
+            audit: VecDeque::new(),
+            rng,
+        }
+    }
+
     /// Queues a datagram from the gateway's socket.
     fn send(&mut self, src_ip: Option<IpAddr>, dst: SocketAddr, payload: Vec<u8>) {
         self.transmits.push_back(OwnedTransmit {
@@ -158,13 +168,7 @@ impl Gateway {
             peers,
             by_static,
             routes,
-            out: Outputs {
-                transmits: VecDeque::new(),
-                events: VecDeque::new(),
-                drops: DropCounters::default(),
-                audit: VecDeque::new(),
-                rng: seed.rng(),
-            },
+            out: Outputs::new(seed.rng()),
             offenders: Offenders::default(),
             next_housekeeping: now + HOUSEKEEPING,
             audit_overflow: 0,

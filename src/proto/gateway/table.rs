@@ -420,3 +420,164 @@ fn expiry(s: &GwSession, b: Bounds, now: Instant) -> Option<Option<Reason>> {
     };
     Some(Some(reason))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::keys::SessionRoot;
+    use crate::proto::Seed;
+
+    const T: RoutingTag = RoutingTag(20);
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    fn session(tag: RoutingTag, peer: usize, seed: u8, now: Instant) -> GwSession {
+        let root = SessionRoot::new(&[seed; 32], (&[1; 32], &[2; 32]));
+        let s = Session::new(root, false, tag, RoutingTag(10), 2048, now);
+        GwSession::new(s, peer, addr(1), None, &ProtoConfig::default(), now)
+    }
+
+    /// A table with one pending session `T` of peer 0, and its path tags.
+    fn table(now: Instant) -> (SessionTable, Outputs) {
+        let mut table = SessionTable::new(2);
+        assert_eq!(table.insert_pending(T, session(T, 0, 7, now)), 0);
+        (table, Outputs::new(Seed::for_tests(1).rng()))
+    }
+
+    fn path_tag(table: &SessionTable, tag: RoutingTag, index: u32) -> RoutingTag {
+        table.get(tag).unwrap().session.path_tags().pair(index).0
+    }
+
+    /// (handshake tag, path) of a live session, "buried" + path, or "unknown".
+    fn found(table: &mut SessionTable, receiver: RoutingTag) -> String {
+        match table.lookup(receiver) {
+            Found::Live { tag, path, .. } => format!("live {} {path}", tag.0),
+            Found::Buried { path, .. } => format!("buried {path}"),
+            Found::Unknown => "unknown".into(),
+        }
+    }
+
+    #[test]
+    fn a_handshake_tag_finds_its_session_on_path_zero() {
+        let (mut table, _) = table(Instant::now());
+        assert_eq!(found(&mut table, T), "live 20 0");
+        assert_eq!(found(&mut table, RoutingTag(21)), "unknown");
+    }
+
+    #[test]
+    fn a_path_tag_finds_its_session_and_path_once_registered() {
+        let now = Instant::now();
+        let (mut table, _) = table(now);
+        let tags: Vec<RoutingTag> = (0..=6).map(|i| path_tag(&table, T, i)).collect();
+        assert_eq!(found(&mut table, tags[3]), "live 20 3");
+        assert_eq!(found(&mut table, tags[5]), "unknown", "past the lookahead");
+        // The laptop is heard on path 2: registration runs ahead of it.
+        assert!(table.get_mut(T).unwrap().paths.note(addr(2), 2));
+        assert_eq!(table.register_paths(T), 0);
+        assert_eq!(found(&mut table, tags[6]), "live 20 6");
+    }
+
+    #[test]
+    fn path_tags_far_behind_are_retired_unless_an_address_still_uses_them() {
+        let now = Instant::now();
+        let (mut table, mut out) = table(now);
+        let tags: Vec<RoutingTag> = (0..=24).map(|i| path_tag(&table, T, i)).collect();
+        let s = table.get_mut(T).unwrap();
+        s.paths.note(addr(2), 2);
+        s.paths.note(addr(3), 4);
+        s.paths.note(addr(4), 20);
+        table.register_paths(T);
+        table.sweep(Bounds::of(&ProtoConfig::default()), &mut out, now);
+        assert_eq!(
+            found(&mut table, tags[1]),
+            "unknown",
+            "unused and far behind"
+        );
+        assert_eq!(
+            found(&mut table, tags[2]),
+            "live 20 2",
+            "addr 2 still uses it"
+        );
+        assert_eq!(
+            found(&mut table, tags[13]),
+            "live 20 13",
+            "near the highest"
+        );
+        assert_eq!(found(&mut table, tags[24]), "live 20 24", "the lookahead");
+    }
+
+    #[test]
+    fn an_ended_session_is_buried_under_all_its_tags_until_its_tombstone_expires() {
+        let now = Instant::now();
+        let (mut table, mut out) = table(now);
+        let path2 = path_tag(&table, T, 2);
+        table.confirm(T, &mut out, now);
+        table.end(
+            T,
+            Reason::PeerTerminated,
+            CloseReason::PeerClosed,
+            &mut out,
+            now,
+        );
+        assert!(table.get(T).is_none() && table.current_mut(0).is_none());
+        assert_eq!(found(&mut table, T), "buried 0");
+        assert_eq!(found(&mut table, path2), "buried 2");
+        let bounds = Bounds::of(&ProtoConfig::default());
+        table.sweep(bounds, &mut out, now + Duration::from_secs(599));
+        assert_eq!(found(&mut table, path2), "buried 2");
+        table.sweep(bounds, &mut out, now + Duration::from_secs(600));
+        assert_eq!(found(&mut table, T), "unknown");
+        assert_eq!(found(&mut table, path2), "unknown");
+    }
+
+    #[test]
+    fn a_session_ended_by_shutdown_leaves_no_tombstone() {
+        let now = Instant::now();
+        let (mut table, mut out) = table(now);
+        table.confirm(T, &mut out, now);
+        table.end(
+            T,
+            Reason::LocalShutdown,
+            CloseReason::LocalShutdown,
+            &mut out,
+            now,
+        );
+        assert_eq!(found(&mut table, T), "unknown");
+    }
+
+    #[test]
+    fn confirming_a_new_session_ends_the_peers_old_one() {
+        let now = Instant::now();
+        let (mut table, mut out) = table(now);
+        table.confirm(T, &mut out, now);
+        let new = RoutingTag(30);
+        table.insert_pending(new, session(new, 0, 8, now));
+        assert_eq!(
+            table.current_mut(0).unwrap().session.path_tags().pair(0).0,
+            T
+        );
+        table.confirm(new, &mut out, now);
+        assert_eq!(
+            table.current_mut(0).unwrap().session.path_tags().pair(0).0,
+            new
+        );
+        assert_eq!(
+            found(&mut table, T),
+            "buried 0",
+            "the old one is superseded"
+        );
+    }
+
+    #[test]
+    fn a_fresh_tag_is_none_a_session_holds() {
+        let now = Instant::now();
+        let (mut table, _) = table(now);
+        let mut rng = Seed::for_tests(2).rng();
+        let mut peek = rng.clone();
+        let (first, second) = (RoutingTag(peek.next_u32()), RoutingTag(peek.next_u32()));
+        table.insert_pending(first, session(first, 1, 9, now));
+        assert_eq!(table.fresh_tag(&mut rng), second);
+    }
+}
