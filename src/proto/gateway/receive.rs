@@ -13,7 +13,9 @@ use super::table::{Found, GwSession};
 use super::{Gateway, Outputs};
 use crate::proto::audit::{self, ReceivedRecord};
 use crate::proto::control::{self, ControlMessage};
+use crate::proto::iptable::IpTable;
 use crate::proto::rekey::{Ephemeral, RekeyTrigger};
+use crate::proto::session::Opened;
 use crate::proto::state::Reason;
 use crate::proto::wire::{self, RoutingTag, SealedKind};
 use crate::proto::{CloseReason, DropReason, Event, ProtoConfig, Received, SessionId};
@@ -57,6 +59,25 @@ impl<'a> Content<'a> {
 /// A session the dispatch decided to end, once its borrow is given back to the table.
 struct Ending(Reason, CloseReason);
 
+/// An authenticated packet that is not a duplicate: where it came from and what it holds.
+struct Arrival<'a> {
+    remote: SocketAddr,
+    len: usize,
+    newest: bool,
+    plaintext: Range<usize>,
+    content: Content<'a>,
+}
+
+/// What handling a packet leaves for the gateway once the session's borrow is given back.
+#[derive(Default)]
+struct Effects {
+    /// Path challenges may be under way: their deadlines must be watched.
+    unsettled: bool,
+    ending: Option<Ending>,
+    resent: bool,
+    audit_overflowed: bool,
+}
+
 impl Gateway {
     pub(super) fn on_sealed(
         &mut self,
@@ -67,118 +88,184 @@ impl Gateway {
         now: Instant,
     ) -> Received {
         let len = datagram.len();
-        let (tag, path, mut s) = match self.table.lookup(receiver) {
+        let (tag, path, s) = match self.table.lookup(receiver) {
             Found::Live { tag, path, session } => (tag, path, session),
-            Found::Buried { path, tombstone } => {
+            other => {
+                // A tombstone answers only a packet that proves its keys; all count as unknown.
                 self.out.drops.count(DropReason::UnknownTag);
-                tombstone.answer(kind, datagram, (path, remote), &mut self.out, now);
-                return Received::Nothing;
-            }
-            Found::Unknown => {
-                self.out.drops.count(DropReason::UnknownTag);
+                if let Found::Buried { path, tombstone } = other {
+                    tombstone.answer(kind, datagram, (path, remote), &mut self.out, now);
+                }
                 return Received::Nothing;
             }
         };
-        // A duplicate from another address than the binding's is authenticated rather than
-        // dropped blind: during a tentative move it is evidence of a race (binding module).
-        let allow_duplicate = kind == SealedKind::Control || remote != s.binding.current();
-        let opened = match s.session.open(kind, datagram, now, allow_duplicate) {
+        let opened = match open(s, kind, datagram, remote, now) {
             Ok(o) => o,
             Err(reason) => {
-                self.out.drops.count(reason);
-                if reason == DropReason::AuthFailed {
-                    let id = s.session.id();
-                    let out = &mut self.out.events;
-                    self.offenders
-                        .record(remote.ip(), Some(id), &self.proto, out, now);
-                }
-                return Received::Nothing;
+                let id = s.session.id();
+                return self.unopened(reason, id, remote, now);
             }
         };
         let content = Content::of(kind, &datagram[opened.plaintext.clone()]);
-        if opened.duplicate || matches!(content, Content::Bad) {
-            let ending = match content {
-                Content::Bad if !opened.duplicate => bad_control(s, &mut self.out),
-                Content::Bad => None,
-                _ => {
-                    migrate::on_duplicate(s, &mut self.out, content.control(), remote, now);
-                    None
-                }
+        let (newest, plaintext) = (opened.newest, opened.plaintext.clone());
+        let mut fx = Effects::default();
+        let received = if opened.duplicate || matches!(content, Content::Bad) {
+            fx.ending = refuse(s, &mut self.out, &content, opened.duplicate, remote, now);
+            fx.unsettled = !s.binding.settled();
+            Received::Nothing
+        } else {
+            let (new_path, unconfirmed) = arrived(s, &mut self.out, local, (remote, path), &opened);
+            let s = if new_path || unconfirmed {
+                // Rare (a new path, a new session): work on the table, then find it again.
+                let Some((s, collisions)) = self.table.admit(tag, new_path, &mut self.out, now)
+                else {
+                    return Received::Nothing;
+                };
+                self.tag_collisions += collisions;
+                s
+            } else {
+                s
             };
-            self.after(tag, ending, now);
-            return Received::Nothing;
-        }
-        if local.is_some() {
-            s.local_ip = local;
-        }
-        let new_path = s.paths.note(remote, path);
-        if let Some(epoch) = opened.promoted {
-            s.rekey_resp = None;
-            self.out.events.push_back(Event::KeyRotated {
-                session_id: s.session.id(),
-                epoch,
-                trigger: RekeyTrigger::PeerInitiated,
-            });
-        }
-        if new_path || !s.confirmed {
-            // Rare (a new path, a new session): work on the table, then find the session again.
-            let confirm = !s.confirmed;
-            if new_path {
-                self.tag_collisions += self.table.register_paths(tag);
-            }
-            if confirm {
-                self.table.confirm(tag, &mut self.out, now);
-            }
-            let Some(again) = self.table.get_mut(tag) else {
-                return Received::Nothing;
+            let a = Arrival {
+                remote,
+                len,
+                newest,
+                plaintext,
+                content,
             };
-            s = again;
-        }
-        s.binding.on_received(remote, len);
-        let moves = !content
-            .control()
-            .is_some_and(|m| m.is_probing() || matches!(m, ControlMessage::Reattach(_)));
-        if moves && opened.newest && remote != s.binding.current() {
-            self.resent += u64::from(migrate::follow(s, &mut self.out, remote, len, now));
-        }
-        let at = (remote, len, opened.newest);
-        let (received, ending) = match content {
-            Content::Control(m) => {
-                let max_age = self.proto.paths.reattach_proof_max_age;
-                let ending = on_control(s, &mut self.out, m, at, max_age, now);
-                (Received::Nothing, ending)
-            }
-            Content::Audit(body) => {
-                let overflowed = on_audit_record(s, &mut self.out, body, remote, now);
-                self.audit_overflow += u64::from(overflowed);
-                (Received::Nothing, None)
-            }
-            Content::Data([]) => {
-                answer_keepalive(s, &mut self.out, self.proto.keepalive / 2, now);
-                (Received::Nothing, None)
-            }
-            Content::Data(inner) => {
-                let allowed =
-                    wire::ip_ends(inner).map(|e| self.routes.lookup(e.src) == Some(&s.peer));
-                (deliver(allowed, opened.plaintext, &mut self.out), None)
-            }
-            Content::Bad => (Received::Nothing, None),
+            dispatch(s, &mut self.out, &self.routes, &self.proto, a, now, &mut fx)
         };
-        if !s.binding.settled() || ending.is_some() {
-            self.after(tag, ending, now);
-        }
+        self.apply(tag, fx, now);
         received
     }
 
-    /// Table work a dispatch left: watching the session's challenges, or ending it.
-    fn after(&mut self, tag: RoutingTag, ending: Option<Ending>, now: Instant) {
-        if self.table.get(tag).is_some_and(|s| !s.binding.settled()) {
+    /// A datagram for a session that did not open: counted; a failed authentication is also
+    /// an offence of its source (J9).
+    fn unopened(
+        &mut self,
+        reason: DropReason,
+        session_id: SessionId,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Received {
+        self.out.drops.count(reason);
+        if reason == DropReason::AuthFailed {
+            let events = &mut self.out.events;
+            let id = Some(session_id);
+            self.offenders
+                .record(remote.ip(), id, &self.proto, events, now);
+        }
+        Received::Nothing
+    }
+
+    /// The table work a packet left: watching the session's challenges, ending it.
+    fn apply(&mut self, tag: RoutingTag, fx: Effects, now: Instant) {
+        self.resent += u64::from(fx.resent);
+        self.audit_overflow += u64::from(fx.audit_overflowed);
+        if fx.unsettled {
             self.table.watch_challenges(tag);
         }
-        if let Some(Ending(reason, close)) = ending {
+        if let Some(Ending(reason, close)) = fx.ending {
             self.table.end(tag, reason, close, &mut self.out, now);
         }
     }
+}
+
+/// Opens a sealed datagram in place under the session's keys.
+fn open(
+    s: &mut GwSession,
+    kind: SealedKind,
+    datagram: &mut [u8],
+    remote: SocketAddr,
+    now: Instant,
+) -> Result<Opened, DropReason> {
+    // A duplicate from another address than the binding's is authenticated rather than
+    // dropped blind: during a tentative move it is evidence of a race (binding module).
+    let allow_duplicate = kind == SealedKind::Control || remote != s.binding.current();
+    s.session.open(kind, datagram, now, allow_duplicate)
+}
+
+/// An authenticated duplicate (never delivered: see [`migrate::on_duplicate`]) or an
+/// authenticated control packet that makes no sense (a copy of one is only dropped).
+fn refuse(
+    s: &mut GwSession,
+    out: &mut Outputs,
+    content: &Content,
+    duplicate: bool,
+    remote: SocketAddr,
+    now: Instant,
+) -> Option<Ending> {
+    match content {
+        Content::Bad if !duplicate => bad_control(s, out),
+        Content::Bad => None,
+        _ => {
+            migrate::on_duplicate(s, out, content.control(), remote, now);
+            None
+        }
+    }
+}
+
+/// A fresh authenticated packet arrived on path `path` from `remote`: the session answers from
+/// the address it was reached at, learns the path, and a first packet under a prepared epoch
+/// is reported. Returns (a new highest path, the session is not confirmed yet).
+fn arrived(
+    s: &mut GwSession,
+    out: &mut Outputs,
+    local: Option<IpAddr>,
+    (remote, path): (SocketAddr, u32),
+    opened: &Opened,
+) -> (bool, bool) {
+    if local.is_some() {
+        s.local_ip = local;
+    }
+    let new_path = s.paths.note(remote, path);
+    if let Some(epoch) = opened.promoted {
+        s.rekey_resp = None;
+        out.events.push_back(Event::KeyRotated {
+            session_id: s.session.id(),
+            epoch,
+            trigger: RekeyTrigger::PeerInitiated,
+        });
+    }
+    (new_path, !s.confirmed)
+}
+
+/// Counts the packet for the binding, follows a new source address, then acts on what it
+/// holds: a control message, an audit record, a keepalive, or an inner packet to deliver.
+fn dispatch(
+    s: &mut GwSession,
+    out: &mut Outputs,
+    routes: &IpTable<usize>,
+    proto: &ProtoConfig,
+    a: Arrival,
+    now: Instant,
+    fx: &mut Effects,
+) -> Received {
+    let remote = a.remote;
+    s.binding.on_received(remote, a.len);
+    let moves = !a
+        .content
+        .control()
+        .is_some_and(|m| m.is_probing() || matches!(m, ControlMessage::Reattach(_)));
+    if moves && a.newest && remote != s.binding.current() {
+        fx.resent = migrate::follow(s, out, remote, a.len, now);
+    }
+    let mut received = Received::Nothing;
+    match a.content {
+        Content::Control(m) => {
+            let max_age = proto.paths.reattach_proof_max_age;
+            fx.ending = on_control(s, out, m, (remote, a.len, a.newest), max_age, now);
+        }
+        Content::Audit(body) => fx.audit_overflowed = on_audit_record(s, out, body, remote, now),
+        Content::Data([]) => answer_keepalive(s, out, proto.keepalive / 2, now),
+        Content::Data(inner) => {
+            let allowed = wire::ip_ends(inner).map(|e| routes.lookup(e.src) == Some(&s.peer));
+            received = deliver(allowed, a.plaintext, out);
+        }
+        Content::Bad => {}
+    }
+    fx.unsettled = !s.binding.settled();
+    received
 }
 
 /// What an authenticated control message asks for.

@@ -190,10 +190,6 @@ impl SessionTable {
         }
     }
 
-    pub fn get(&self, tag: RoutingTag) -> Option<&GwSession> {
-        self.sessions.get(&tag)
-    }
-
     pub fn get_mut(&mut self, tag: RoutingTag) -> Option<&mut GwSession> {
         self.sessions.get_mut(&tag)
     }
@@ -253,6 +249,27 @@ impl SessionTable {
         let s = &sessions[&tag];
         self.tags
             .register(tag, s.session.path_tags(), indices, held)
+    }
+
+    /// The rare table work of a session's packet: registering its paths past a new highest
+    /// one (`register`), confirming it if it is not yet. Returns the session again and the
+    /// path tags not registered because another session holds them.
+    pub fn admit(
+        &mut self,
+        tag: RoutingTag,
+        register: bool,
+        out: &mut Outputs,
+        now: Instant,
+    ) -> Option<(&mut GwSession, u64)> {
+        let collisions = if register {
+            self.register_paths(tag)
+        } else {
+            0
+        };
+        if self.sessions.get(&tag).is_some_and(|s| !s.confirmed) {
+            self.confirm(tag, out, now);
+        }
+        Some((self.sessions.get_mut(&tag)?, collisions))
     }
 
     /// The first authenticated packet on a new session makes it the peer's current one (the
@@ -446,8 +463,14 @@ mod tests {
         (table, Outputs::new(Seed::for_tests(1).rng()))
     }
 
-    fn path_tag(table: &SessionTable, tag: RoutingTag, index: u32) -> RoutingTag {
-        table.get(tag).unwrap().session.path_tags().pair(index).0
+    fn path_tag(table: &mut SessionTable, tag: RoutingTag, index: u32) -> RoutingTag {
+        table
+            .get_mut(tag)
+            .unwrap()
+            .session
+            .path_tags()
+            .pair(index)
+            .0
     }
 
     /// (handshake tag, path) of a live session, "buried" + path, or "unknown".
@@ -470,7 +493,7 @@ mod tests {
     fn a_path_tag_finds_its_session_and_path_once_registered() {
         let now = Instant::now();
         let (mut table, _) = table(now);
-        let tags: Vec<RoutingTag> = (0..=6).map(|i| path_tag(&table, T, i)).collect();
+        let tags: Vec<RoutingTag> = (0..=6).map(|i| path_tag(&mut table, T, i)).collect();
         assert_eq!(found(&mut table, tags[3]), "live 20 3");
         assert_eq!(found(&mut table, tags[5]), "unknown", "past the lookahead");
         // The laptop is heard on path 2: registration runs ahead of it.
@@ -483,7 +506,7 @@ mod tests {
     fn path_tags_far_behind_are_retired_unless_an_address_still_uses_them() {
         let now = Instant::now();
         let (mut table, mut out) = table(now);
-        let tags: Vec<RoutingTag> = (0..=24).map(|i| path_tag(&table, T, i)).collect();
+        let tags: Vec<RoutingTag> = (0..=24).map(|i| path_tag(&mut table, T, i)).collect();
         let s = table.get_mut(T).unwrap();
         s.paths.note(addr(2), 2);
         s.paths.note(addr(3), 4);
@@ -512,7 +535,7 @@ mod tests {
     fn an_ended_session_is_buried_under_all_its_tags_until_its_tombstone_expires() {
         let now = Instant::now();
         let (mut table, mut out) = table(now);
-        let path2 = path_tag(&table, T, 2);
+        let path2 = path_tag(&mut table, T, 2);
         table.confirm(T, &mut out, now);
         table.end(
             T,
@@ -521,7 +544,7 @@ mod tests {
             &mut out,
             now,
         );
-        assert!(table.get(T).is_none() && table.current_mut(0).is_none());
+        assert!(table.get_mut(T).is_none() && table.current_mut(0).is_none());
         assert_eq!(found(&mut table, T), "buried 0");
         assert_eq!(found(&mut table, path2), "buried 2");
         let bounds = Bounds::of(&ProtoConfig::default());
