@@ -4,10 +4,10 @@
 //! [`super::binding`]. Initiations from keys that are not configured peers, stale (replayed)
 //! initiations and everything else that fails get no reply at all.
 //!
-//! The rooms: [`table`] (sessions, path tags, tombstones; one lookup per datagram),
-//! [`handshake`] (initiation → response), [`receive`] (open → classify → dispatch),
-//! [`migrate`] (reattach, validation, races, resend after a rebinding) and [`tombstone`].
-//! Handlers work on one session and an [`Outputs`], a borrow separate from the table.
+//! The rooms: `table` (sessions, path tags, tombstones; one lookup per datagram), `handshake`
+//! (initiation → response), `receive` (open → classify → dispatch), `migrate` (reattach,
+//! validation, races, resend after a rebinding) and `tombstone`. Handlers work on one session
+//! and an `Outputs`, a borrow separate from the table.
 
 mod handshake;
 mod migrate;

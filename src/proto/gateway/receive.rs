@@ -79,6 +79,8 @@ struct Effects {
 }
 
 impl Gateway {
+    /// A sealed datagram for routing tag `receiver`: found in the table, opened, classified,
+    /// dispatched; the table work it leaves is applied last.
     pub(super) fn on_sealed(
         &mut self,
         kind: SealedKind,

@@ -3,7 +3,7 @@
 //! at most one session (live or buried), so [`SessionTable::lookup`] finds a datagram's session
 //! and path in one lookup; and a peer's current or pending session is always a live one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ pub(super) struct GwSession {
     pub last_replay_event: Option<Instant>,
     pub confirmed: bool,
     /// Digests of the audit records received lately (resent copies are only acknowledged).
-    pub audit_seen: std::collections::VecDeque<[u8; 8]>,
+    pub audit_seen: VecDeque<[u8; 8]>,
     /// The paths the laptop was heard on (J11), which pick the tag of what goes back.
     pub paths: HeardPaths,
     pub recent: RecentSend,
@@ -68,7 +68,7 @@ impl GwSession {
             bad_controls: 0,
             last_replay_event: None,
             confirmed: false,
-            audit_seen: Default::default(),
+            audit_seen: VecDeque::new(),
             paths: HeardPaths::default(),
             recent: RecentSend::new(),
         }
