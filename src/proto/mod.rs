@@ -23,6 +23,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod node;
 pub mod path;
+pub mod path_tags;
 pub mod rekey;
 pub mod replay;
 pub mod seed;

@@ -10,7 +10,8 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::keys::{EpochKeys, HeaderKey, PathTagKey, SessionId, SessionRoot};
+use super::keys::{EpochKeys, HeaderKey, SessionId, SessionRoot};
+use super::path_tags::PathTags;
 use super::replay::{ReplayWindow, Verdict};
 use super::wire::{self, RoutingTag, SealedKind, HEADER_LEN, TAG_LEN};
 use super::DropReason;
@@ -70,13 +71,8 @@ pub struct Session {
     next: Option<(Epoch, SessionRoot)>,
     /// How long a replaced epoch still opens packets.
     grace: Duration,
-    /// Tag the peer puts on packets to us.
-    pub local_tag: RoutingTag,
-    /// Tag we put on packets to the peer.
-    pub remote_tag: RoutingTag,
-    /// The handshake's (local, remote) tags: path 0.
-    handshake_tags: (RoutingTag, RoutingTag),
-    path_tags: PathTagKey,
+    /// The tags of each path, and the path data is sent on.
+    path_tags: PathTags,
     /// Header protection: (send, receive).
     header_keys: (HeaderKey, HeaderKey),
     pub created: Instant,
@@ -101,7 +97,7 @@ pub struct Opened {
 }
 
 impl Session {
-    /// Wraps a fresh handshake's root (epoch 0).
+    /// Wraps a fresh handshake's root (epoch 0); the handshake's tags are path 0's.
     pub fn new(
         root: SessionRoot,
         initiator: bool,
@@ -111,11 +107,10 @@ impl Session {
         now: Instant,
     ) -> Self {
         let current = Epoch::new(&root, 0, initiator, replay_window_bits, now);
-        let path_tags = root.path_tag_key();
+        let path_tags = PathTags::new(root.path_tag_key(), initiator, (local_tag, remote_tag));
         let header_keys = root.header_keys(initiator);
         Self {
             header_keys,
-            handshake_tags: (local_tag, remote_tag),
             path_tags,
             root,
             initiator,
@@ -124,8 +119,6 @@ impl Session {
             previous: None,
             next: None,
             grace: Duration::from_secs(5),
-            local_tag,
-            remote_tag,
             created: now,
             last_recv: now,
             last_send: now,
@@ -133,19 +126,15 @@ impl Session {
         }
     }
 
-    /// The (local, remote) routing tags of path `index` (J11): each path (a bearer, or a new
-    /// source port) uses its own, so captures of two paths share no tag.
-    pub fn path_tag_pair(&self, index: u32) -> (RoutingTag, RoutingTag) {
-        if index == 0 {
-            return self.handshake_tags;
-        }
-        let to_gw = self.path_tags.tag(true, index);
-        let to_laptop = self.path_tags.tag(false, index);
-        if self.initiator {
-            (to_laptop, to_gw)
-        } else {
-            (to_gw, to_laptop)
-        }
+    /// The routing tags of the session's paths (J11): each path (a bearer, or a new source
+    /// port) uses its own pair, so captures of two paths share no tag.
+    pub fn path_tags(&self) -> &PathTags {
+        &self.path_tags
+    }
+
+    /// The path tags, to issue a path or choose the one data goes on.
+    pub fn path_tags_mut(&mut self) -> &mut PathTags {
+        &mut self.path_tags
     }
 
     /// The (epoch byte, counter) of a datagram this session sealed, with the header
@@ -187,11 +176,11 @@ impl Session {
         self.current.data_counter + self.current.control_counter
     }
 
-    /// Seals `buf[HEADER_LEN..HEADER_LEN + len]` in place as a Data packet and returns the
-    /// datagram length. `buf` must have room for the tag. Returns `None` when the counter is
+    /// Seals `buf[HEADER_LEN..HEADER_LEN + len]` in place as a Data packet on the chosen path
+    /// ([`PathTags::choose`]) and returns the datagram length. `buf` must have room for the tag. Returns `None` when the counter is
     /// exhausted (the session must be replaced).
     pub fn seal_data(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<usize> {
-        self.seal_data_to(self.remote_tag, buf, len, now)
+        self.seal_data_to(self.path_tags.send_tag(), buf, len, now)
     }
 
     fn seal_data_to(
@@ -510,5 +499,18 @@ mod tests {
             assert_eq!(o.counter, i);
         }
         assert!(clear.windows(2).all(|w| w[1] != w[0] + 1), "{clear:?}");
+    }
+
+    #[test]
+    fn data_is_sealed_under_the_chosen_paths_tag() {
+        let now = Instant::now();
+        let (mut laptop, _) = pair(now);
+        let mut buf = vec![0u8; HEADER_LEN + 5 + TAG_LEN];
+        let tag_of = |buf: &[u8]| RoutingTag(u32::from_le_bytes(buf[4..8].try_into().unwrap()));
+        laptop.seal_data(&mut buf, 5, now).unwrap();
+        assert_eq!(tag_of(&buf), RoutingTag(20), "the handshake path");
+        laptop.path_tags_mut().choose(2);
+        laptop.seal_data(&mut buf, 5, now).unwrap();
+        assert_eq!(tag_of(&buf), laptop.path_tags().pair(2).1);
     }
 }

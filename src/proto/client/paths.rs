@@ -19,6 +19,8 @@ use crate::proto::{CloseReason, Event, UplinkId};
 #[derive(Clone, Copy, Debug)]
 struct PathSlot {
     via: UplinkId,
+    /// The path's index in the session's [`PathTags`](crate::proto::path_tags::PathTags).
+    index: u32,
     local: RoutingTag,
     remote: RoutingTag,
 }
@@ -27,8 +29,6 @@ struct PathSlot {
 #[derive(Debug)]
 pub(super) struct PathSlots {
     slots: Vec<PathSlot>,
-    /// The next path index to give out (0 is the handshake's).
-    next_path: u32,
     /// The uplink data last went out by.
     last_active: UplinkId,
 }
@@ -37,7 +37,6 @@ impl Default for PathSlots {
     fn default() -> Self {
         Self {
             slots: Vec::new(),
-            next_path: 1,
             last_active: UplinkId::DEFAULT,
         }
     }
@@ -47,8 +46,12 @@ impl PathSlots {
     /// A new session: path 0 is `via`, the one the handshake went by, with its tags.
     pub(super) fn reset(&mut self, via: UplinkId, local: RoutingTag, remote: RoutingTag) {
         self.last_active = via;
-        self.slots = vec![PathSlot { via, local, remote }];
-        self.next_path = 1;
+        self.slots = vec![PathSlot {
+            via,
+            index: 0,
+            local,
+            remote,
+        }];
     }
 
     /// Whether `tag` is one of our paths' receive tags.
@@ -56,14 +59,18 @@ impl PathSlots {
         self.slots.iter().any(|p| p.local == tag)
     }
 
-    /// The tags of path `via`, giving it a fresh index on first use.
-    fn slot(&mut self, via: UplinkId, session: &Session) -> PathSlot {
+    /// The tags of path `via`, issuing it a fresh index on first use.
+    fn slot(&mut self, via: UplinkId, session: &mut Session) -> PathSlot {
         if let Some(p) = self.slots.iter().find(|p| p.via == via) {
             return *p;
         }
-        let (local, remote) = session.path_tag_pair(self.next_path);
-        self.next_path += 1;
-        let slot = PathSlot { via, local, remote };
+        let (index, (local, remote)) = session.path_tags_mut().issue();
+        let slot = PathSlot {
+            via,
+            index,
+            local,
+            remote,
+        };
         self.slots.push(slot);
         slot
     }
@@ -71,7 +78,7 @@ impl PathSlots {
 
 /// Data leaves under `slot`'s tag from the next packet on.
 fn send_on_slot(session: &mut Session, slot: PathSlot) {
-    session.remote_tag = slot.remote;
+    session.path_tags_mut().choose(slot.index);
 }
 
 impl Client {
