@@ -1,9 +1,9 @@
 //! The packet loop: the only place that reads the clock and owns file descriptors. One loop per
 //! node drains the core's outputs in the order of its contract (`proto::node`), then waits on
 //! TUN reads, UDP reads (the default socket, plus the ones the core asked for: one per uplink on
-//! the laptop), the control plane's doorbell and the next deadline. Reads are drained in bursts before the loop waits again; the hot path
-//! reuses two buffers and allocates nothing per packet. A send error is fed back to the core: a
-//! dead uplink is data for the path logic.
+//! the laptop), the control plane's doorbell and the next deadline. Reads are drained in bursts
+//! before the loop waits again; the hot path reuses two buffers and allocates nothing per
+//! packet. A send error is fed back to the core: a dead uplink is data for the path logic.
 //!
 //! - [`run`]: the loop.
 //! - `control_plane`: signals, bearer changes, control requests, reload, the doorbell.
