@@ -180,7 +180,7 @@ fn a_move_every_five_seconds_for_a_minute_loses_no_packet_and_never_reuses_a_por
     let expected_closed: BTreeSet<UplinkId> = (0..active.generation())
         .map(|g| UplinkId(WIFI).with_generation(g))
         .collect();
-    assert_eq!(lp.closed, expected_closed);
+    assert_eq!(lp.closed(), expected_closed);
 
     // No routing tag appears on two ports.
     let base: SocketAddr = WIFI_ADDR.parse().unwrap();
@@ -207,7 +207,7 @@ fn the_moving_target_is_off_by_default() {
     let mut media = MediaRun::new(&w, 0, true, true);
     media.play(&mut w, Duration::from_secs(30));
     assert_eq!(w.laptops[0].core.paths().active(), UplinkId(WIFI));
-    assert!(w.laptops[0].opened.is_empty());
+    assert!(w.laptops[0].opened().iter().all(|s| s.generation() == 0));
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn a_move_whose_new_port_is_blocked_fails_without_disturbing_the_session() {
     let lp = &w.laptops[0];
     assert_eq!((up.lost, down.lost), (0, 0), "up {up:?} down {down:?}");
     // The failed move closed its socket; the session stayed on its port.
-    assert!(lp.closed.contains(&next), "{:?}", lp.closed);
+    assert!(lp.closed().contains(&next), "{:?}", lp.closed());
     assert_eq!(lp.core.paths().active(), current);
     assert!(lp.core.session().is_some());
     assert!(lp.events.iter().any(|e| matches!(

@@ -95,12 +95,12 @@ impl ControlPlane {
     }
 
     /// The doorbell rang: carries out every command queued, in order, until one says stop.
-    pub(super) fn answer<C: Core>(&mut self, core: &mut C, sockets: &mut Sockets) -> Option<Stop> {
+    pub(super) fn answer<C: Core>(&mut self, core: &mut C) -> Option<Stop> {
         self.doorbell.clear();
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Shutdown => return Some(Stop::Shutdown),
-                Command::Uplinks(Ok(snap)) => adopt_uplinks(core, sockets, snap),
+                Command::Uplinks(Ok(snap)) => core.handle_uplinks(snap, Instant::now()),
                 Command::Uplinks(Err(e)) => return Some(Stop::Failed(e)),
                 Command::Control(req) => {
                     if let Some(info) = self.info.as_ref() {
@@ -144,12 +144,6 @@ impl ControlPlane {
     pub(super) fn stop(self) {
         self.task.abort();
     }
-}
-
-/// A bearer snapshot: the sockets follow it, then the core.
-pub(super) fn adopt_uplinks<C: Core>(core: &mut C, sockets: &mut Sockets, snap: Vec<Uplink>) {
-    sockets.set_uplinks(&snap);
-    core.handle_uplinks(snap, Instant::now());
 }
 
 fn answer_control<C: Core>(

@@ -1,9 +1,9 @@
 //! The packet loop: the only place that reads the clock and owns file descriptors. One loop per
 //! node drains the core's outputs in the order of its contract (`proto::node`), then waits on
-//! TUN reads, UDP reads (one socket per uplink on the laptop), the control plane's doorbell and
-//! the next deadline. Reads are drained in bursts before the loop waits again; the hot path
-//! reuses two buffers and allocates nothing per packet. A send error is fed back to the core: a
-//! dead uplink is data for the path logic.
+//! TUN reads, UDP reads (the default socket, plus the ones the core asked for: one per uplink on
+//! the laptop), the control plane's doorbell and the next deadline. Reads are drained in bursts
+//! before the loop waits again; the hot path reuses two buffers and allocates nothing per
+//! packet. A send error is fed back to the core: a dead uplink is data for the path logic.
 //!
 //! - [`run`]: the loop.
 //! - `control_plane`: signals, bearer changes, control requests, reload, the doorbell.
@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use control_plane::{adopt_uplinks, ControlPlane, Stop};
 pub use control_plane::{Control, Reload};
+use control_plane::{ControlPlane, Stop};
 
 use crate::proto::node::Core;
 use crate::proto::{Event, Received, Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM};
@@ -51,7 +51,8 @@ pub fn run<C: Core>(
 ) -> io::Result<()> {
     if let Some(w) = uplinks.as_mut() {
         match w.snapshot() {
-            Ok(snap) => adopt_uplinks(core, sockets, snap),
+            // The core answers with the sockets to open; the loop's first flush opens them.
+            Ok(snap) => core.handle_uplinks(snap, Instant::now()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the uplinks; using the routing table")
             }
@@ -79,9 +80,10 @@ fn packet_loop<C: Core>(
             Ok(()) => {}
         }
         io.drain_ready(core)?;
-        // Commands after the packets: a new uplink set changes the sockets polled above.
+        // Commands after the packets: a new uplink set changes the sockets polled above (the
+        // core's socket changes are applied at the next flush).
         if io.doorbell_rang() {
-            match plane.answer(core, io.sockets) {
+            match plane.answer(core) {
                 Some(Stop::Shutdown) => {
                     core.shutdown(Instant::now());
                     io.flush(core, on_event);

@@ -79,11 +79,16 @@ impl UplinkId {
     }
 }
 
-/// A socket the laptop core wants opened or closed (J10: a moving-target move opens the
-/// next generation of the active uplink's socket and closes the old one when it is done).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A socket the laptop core wants opened or closed: generation 0 of each uplink in a bearer
+/// snapshot, and (J10) the next generation of the active uplink's socket on a moving-target
+/// move, closed again when the move is done or failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SocketChange {
-    Open(UplinkId),
+    /// Open socket `id`, sending only through interface `device`.
+    Open {
+        id: UplinkId,
+        device: String,
+    },
     Close(UplinkId),
 }
 

@@ -31,6 +31,19 @@
 //! 5. [`Core::poll_timeout`]: when to call [`Core::handle_timeout`] next, and the [`Timer`]
 //!    that explains the deadline. `None`: no deadline (wait for input only).
 //!
+//! # Sockets
+//!
+//! The core is the only owner of its sockets but one: the driver opens the unbound
+//! [`UplinkId::DEFAULT`] socket at start (the gateway's only socket, the one it listens on;
+//! the laptop's until it knows its uplinks) and keeps it open to the end. Every other socket
+//! exists from the [`SocketChange::Open`] that names it to the [`SocketChange::Close`] of the
+//! same id: the laptop opens generation 0 of each uplink of a snapshot and the moving
+//! target's generations, and closes every socket of an uplink that left the snapshot. The
+//! gateway opens nothing. A transmit by a moving-target generation that is not open never
+//! leaves by another socket (the driver reports a send error); one by generation 0 of an
+//! uplink without an open socket (it could not be bound) follows the routing table by the
+//! default socket.
+//!
 //! # Queries
 //!
 //! [`Core::sessions`], [`Core::drop_counts`] and [`Core::audit_counters`] answer in proto

@@ -1,8 +1,8 @@
-//! The node's UDP sockets. The rule: a socket is opened or closed only on the core's word
-//! (`proto::node::Core::poll_socket_change`) or, on the laptop, for an uplink the bearer watcher
-//! reported (`set_uplinks`); a datagram the core sends by a socket that is not open never
-//! leaves by another route. Everything here is non-blocking except a send into a full buffer,
-//! which waits for room.
+//! The node's UDP sockets. The rule: apart from the default socket bound at start, a socket is
+//! opened or closed only on the core's word (`proto::node::Core::poll_socket_change`, which
+//! names the device), and the map here is the driver's one record of them; a datagram the core
+//! sends by a moving-target socket that is not open never leaves by another route. Everything
+//! here is non-blocking except a send into a full buffer, which waits for room.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -10,11 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use super::pktinfo;
-use crate::proto::path::Uplink;
 use crate::proto::{SocketChange, UplinkId};
 
-/// The node's UDP sockets (non-blocking): an unbound default one, plus one per uplink bound to
-/// its device.
+/// The node's UDP sockets (non-blocking): an unbound default one, plus the ones the core opened,
+/// each bound to its device.
 pub struct Sockets {
     default: UdpSocket,
     /// The default socket is bound to a wildcard address: read destinations, answer from them.
@@ -22,8 +21,6 @@ pub struct Sockets {
     uplinks: BTreeMap<UplinkId, UdpSocket>,
     /// Local addresses of the sockets opened so far (kept after a socket closes: audit detail).
     locals: BTreeMap<UplinkId, SocketAddr>,
-    /// Interface names of the uplinks (by interface id), to open more sockets on them.
-    names: BTreeMap<UplinkId, String>,
     gateway: Option<SocketAddr>,
 }
 
@@ -52,30 +49,33 @@ impl Sockets {
             pktinfo,
             uplinks: BTreeMap::new(),
             locals: BTreeMap::new(),
-            names: BTreeMap::new(),
             gateway,
         })
     }
 
-    /// Opens a socket for each new uplink and closes every socket of vanished ones.
-    pub fn set_uplinks(&mut self, uplinks: &[Uplink]) {
-        if self.gateway.is_none() {
-            return;
-        }
-        self.uplinks
-            .retain(|id, _| uplinks.iter().any(|u| u.id == id.interface()));
-        self.names = uplinks.iter().map(|u| (u.id, u.name.clone())).collect();
-        for u in uplinks {
-            // An uplink keeps whichever generation of its socket the core moved it to.
-            if !self.uplinks.keys().any(|id| id.interface() == u.id) {
-                self.open(u.id);
+    /// Applies a socket change the core asked for.
+    pub fn change(&mut self, c: SocketChange) {
+        match c {
+            SocketChange::Open { id, device } if !self.uplinks.contains_key(&id) => {
+                self.open(id, &device)
+            }
+            SocketChange::Open { .. } => {}
+            SocketChange::Close(id) => {
+                if self.uplinks.remove(&id).is_some() {
+                    tracing::debug!(
+                        uplink = id.interface().0,
+                        generation = id.generation(),
+                        "socket closed"
+                    );
+                }
             }
         }
     }
 
-    /// Opens socket `id` (a generation of an uplink's socket: a new source port).
-    fn open(&mut self, id: UplinkId) {
-        let (Some(gateway), Some(name)) = (self.gateway, self.names.get(&id.interface())) else {
+    /// Opens socket `id` on interface `name` (a generation of an uplink's socket: a new
+    /// source port). Only a laptop (which knows its gateway's family) opens any.
+    fn open(&mut self, id: UplinkId, name: &str) {
+        let Some(gateway) = self.gateway else {
             return;
         };
         match bind_to_device(name, gateway) {
@@ -91,17 +91,6 @@ impl Sockets {
             }
             Err(e) => {
                 tracing::warn!(uplink = %name, error = %e, "cannot open a socket on this uplink; it will not be used")
-            }
-        }
-    }
-
-    /// Applies a socket change the core asked for.
-    pub fn change(&mut self, c: SocketChange) {
-        match c {
-            SocketChange::Open(id) if !self.uplinks.contains_key(&id) => self.open(id),
-            SocketChange::Open(_) => {}
-            SocketChange::Close(id) => {
-                self.uplinks.remove(&id);
             }
         }
     }

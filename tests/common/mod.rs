@@ -72,9 +72,12 @@ pub struct Laptop {
     pub identity: Identity,
     /// Completed re-anchors the core asked to have signed (E5), in order.
     pub audit_drafts: Vec<jvpn::proto::audit::RebindDraft>,
-    /// Sockets of later generations the core opened (moving target), and sockets it closed.
-    pub opened: std::collections::BTreeSet<UplinkId>,
-    pub closed: std::collections::BTreeSet<UplinkId>,
+    /// The sockets the core asked for and has not closed (the default one is always open).
+    pub open: std::collections::BTreeSet<UplinkId>,
+    /// Every socket change the core asked for, in order.
+    pub socket_changes: Vec<SocketChange>,
+    /// Sockets the core sent by while they were not open (nothing left by them).
+    pub unopened_sends: Vec<UplinkId>,
 }
 
 impl Laptop {
@@ -92,8 +95,48 @@ impl Laptop {
         }
     }
 
+    /// A socket exists from the core's `Open` to its `Close`; the default one always does.
     fn socket_open(&self, via: UplinkId) -> bool {
-        !self.closed.contains(&via) && (via.generation() == 0 || self.opened.contains(&via))
+        via == UplinkId::DEFAULT || self.open.contains(&via)
+    }
+
+    /// The source of a datagram the core sends by `via` (noting a socket it never opened).
+    fn send_from(&mut self, via: UplinkId) -> Option<SocketAddr> {
+        if !self.socket_open(via) {
+            self.unopened_sends.push(via);
+        }
+        self.source(via)
+    }
+
+    /// Applies a socket change the core asked for.
+    fn change_socket(&mut self, c: SocketChange) {
+        match &c {
+            SocketChange::Open { id, .. } => self.open.insert(*id),
+            SocketChange::Close(id) => self.open.remove(id),
+        };
+        self.socket_changes.push(c);
+    }
+
+    /// Every socket the core opened so far.
+    pub fn opened(&self) -> std::collections::BTreeSet<UplinkId> {
+        self.socket_changes
+            .iter()
+            .filter_map(|c| match c {
+                SocketChange::Open { id, .. } => Some(*id),
+                SocketChange::Close(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every socket the core closed so far.
+    pub fn closed(&self) -> std::collections::BTreeSet<UplinkId> {
+        self.socket_changes
+            .iter()
+            .filter_map(|c| match c {
+                SocketChange::Close(id) => Some(*id),
+                SocketChange::Open { .. } => None,
+            })
+            .collect()
     }
 
     /// The uplink a datagram to `addr` arrives by, if it passes.
@@ -263,8 +306,9 @@ impl World {
             events: Vec::new(),
             identity: id,
             audit_drafts: Vec::new(),
-            opened: Default::default(),
-            closed: Default::default(),
+            open: Default::default(),
+            socket_changes: Vec::new(),
+            unopened_sends: Vec::new(),
         });
     }
 
@@ -286,19 +330,10 @@ impl World {
         }
         for i in 0..self.laptops.len() {
             while let Some(c) = self.laptops[i].core.poll_socket_change() {
-                let l = &mut self.laptops[i];
-                match c {
-                    SocketChange::Open(id) => {
-                        l.closed.remove(&id);
-                        l.opened.insert(id);
-                    }
-                    SocketChange::Close(id) => {
-                        l.closed.insert(id);
-                    }
-                }
+                self.laptops[i].change_socket(c);
             }
             while let Some(t) = self.laptops[i].core.poll_transmit() {
-                if let Some(from) = self.laptops[i].source(t.via) {
+                if let Some(from) = self.laptops[i].send_from(t.via) {
                     self.send(from, t);
                 }
             }
@@ -346,7 +381,7 @@ impl World {
             .core
             .handle_tun_packet(&mut buf, packet.len(), now)
         {
-            if let Some(from) = self.laptops[i].source(t.via) {
+            if let Some(from) = self.laptops[i].send_from(t.via) {
                 self.put_on_wire(Datagram {
                     from,
                     to: t.dst,

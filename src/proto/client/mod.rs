@@ -8,6 +8,7 @@
 //! - `handshake.rs`: initiation, retries, the response, the start and end of a session;
 //! - `receive.rs`: a sealed datagram opened, classified and dispatched;
 //! - `paths.rs`: per-path tag slots, the path logic's decisions, sending on a path;
+//! - `sockets.rs`: the sockets the driver is to have open (the core is their only owner);
 //! - `moving.rs`: the moving target (J10), a new socket on a cadence;
 //! - `rekey.rs`: rekey start, answer, resend and key expiry;
 //! - `audit.rs`: re-anchor drafts and the outbox of signed records.
@@ -18,6 +19,7 @@ mod moving;
 mod paths;
 mod receive;
 mod rekey;
+mod sockets;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +33,7 @@ use self::audit::AuditTrail;
 use self::handshake::Handshaking;
 use self::paths::PathSlots;
 use self::rekey::Rekeying;
+use self::sockets::OpenSockets;
 use super::audit::{AuditCounters, RebindDraft};
 use super::control::ControlMessage;
 use super::handshake::{StaticKeys, Timestamp};
@@ -88,6 +91,8 @@ pub struct Client {
     actions: Vec<PathAction>,
     /// The paths of the current session and their tags.
     slots: PathSlots,
+    /// The sockets the driver is to have open, and the changes it has not polled yet.
+    sockets: OpenSockets,
     /// The next moving-target move (J10), when the policy asks for them.
     next_move: Option<Instant>,
     rekey: Rekeying,
@@ -107,8 +112,6 @@ struct Outputs {
     events: VecDeque<Event>,
     /// Events the lifecycle wrote, not queued yet.
     state_events: Vec<Event>,
-    /// Sockets to open or close (moving target).
-    socket_changes: VecDeque<SocketChange>,
 }
 
 impl Outputs {
@@ -164,6 +167,7 @@ impl Client {
             paths,
             actions: Vec::new(),
             slots: PathSlots::default(),
+            sockets: OpenSockets::default(),
             next_move: None,
             rekey: Rekeying::default(),
             audit: AuditTrail::default(),
@@ -241,9 +245,12 @@ impl Client {
         Received::Nothing
     }
 
-    /// The system's usable uplinks changed (a snapshot, not a delta).
+    /// The system's usable uplinks changed (a snapshot, not a delta). The sockets follow the
+    /// snapshot itself, not the path logic's debounced view of it: a vanished uplink's sockets
+    /// close at once, a new one's opens at once.
     pub fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
         self.audit.note_uplinks(&snapshot);
+        self.sockets.follow(&snapshot);
         self.drive_paths(now, |paths, actions| {
             paths.set_uplinks(snapshot, now, actions)
         });
@@ -365,10 +372,10 @@ impl Client {
         self.out.events.pop_front()
     }
 
-    /// Next socket to open or close (moving target). Drain it before the transmits: a move's
-    /// reattach goes out by the socket it opens.
+    /// Next socket to open or close (an uplink that appeared or vanished, a moving-target
+    /// move). Drain it before the transmits: they may go out by a socket it opens.
     pub fn poll_socket_change(&mut self) -> Option<SocketChange> {
-        self.out.socket_changes.pop_front()
+        self.sockets.poll()
     }
 
     /// Next completed re-anchor to sign and record (E5). Drain it after the events.

@@ -9,7 +9,7 @@ use rand_core::RngCore;
 
 use super::Client;
 use crate::proto::path::ReattachStatus;
-use crate::proto::{SocketChange, UplinkId};
+use crate::proto::UplinkId;
 
 impl Client {
     /// A make-before-break move to a new socket of the active uplink, then the next one
@@ -18,8 +18,12 @@ impl Client {
         self.next_move = self.move_deadline(now);
         let mut actions = std::mem::take(&mut self.actions);
         if let Some(to) = self.paths.move_transport(now, &mut actions) {
-            // Before the actions: the move's reattach goes out by the socket it opens.
-            self.out.socket_changes.push_back(SocketChange::Open(to));
+            // Before the actions: the move's reattach goes out by the socket it opens. A move
+            // starts only from an uplink of the snapshot, so its device is known.
+            let device = self.paths.uplinks().find(|u| u.id == to.interface());
+            if let Some(device) = device.map(|u| u.name.clone()) {
+                self.sockets.open(to, &device);
+            }
         }
         self.run_actions(&mut actions, now);
         self.actions = actions;
@@ -38,7 +42,7 @@ impl Client {
     /// socket), the old port is closed for good.
     pub(super) fn close_finished_move(&mut self, from: UplinkId, to: UplinkId) {
         if from != to && from.interface() == to.interface() {
-            self.out.socket_changes.push_back(SocketChange::Close(from));
+            self.sockets.close(from);
         }
     }
 
@@ -50,7 +54,7 @@ impl Client {
             && !self.paths.transports().any(|t| t == via)
             && via != self.paths.active()
         {
-            self.out.socket_changes.push_back(SocketChange::Close(via));
+            self.sockets.close(via);
         }
     }
 }
