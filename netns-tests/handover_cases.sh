@@ -80,12 +80,12 @@ hc_budget() {
 # hc_jump CASE: the laptop log line (extended regex) that shows jvpn's jump; empty when the case
 # moves no bearer (the NAT rebinding moves only the laptop's port, which the gateway sees).
 hc_jump() {
-    local switch='transport switch.*from="?'
+    local switch='transport switch.*reason_code="?'
     case $1 in
-        link-down) echo "${switch}wifi.*to=\"?cellular.*reason=\"?transport_dead" ;;
-        addr-gone|downlink-only|flapping) echo "${switch}wifi.*to=\"?cellular" ;;
-        blackhole) echo "${switch}wifi.*to=\"?cellular.*reason=\"?(heartbeat_timeout|consecutive_drop_exceeded)" ;;
-        wifi-returns) echo "${switch}cellular.*to=\"?wifi.*reason=\"?preferred_bearer_available" ;;
+        link-down) echo "${switch}transport_dead.*previous_transport=\"?wifi.*new_transport=\"?cellular" ;;
+        addr-gone|downlink-only|flapping) echo "transport switch.*previous_transport=\"?wifi.*new_transport=\"?cellular" ;;
+        blackhole) echo "${switch}(heartbeat_timeout|consecutive_drop_exceeded).*previous_transport=\"?wifi.*new_transport=\"?cellular" ;;
+        wifi-returns) echo "${switch}preferred_bearer_available.*previous_transport=\"?cellular.*new_transport=\"?wifi" ;;
         nat-rebinding) echo "" ;;
         *) fail "hc_jump: unknown case '$1'" ;;
     esac

@@ -84,7 +84,7 @@ start_nodes() {
     jvpn_start "$CASE-lap" lap up "$RUN_DIR/$2"
     wait_log "$CASE-lap" 'session established' 15 "the laptop's session"
     wait_ping lap 10.77.0.1 10
-    wait_log "$CASE-lap" 'transport attached.*bearer="?wifi' 5 "the session attached on Wi-Fi"
+    wait_log "$CASE-lap" 'transport attached.*transport_class="?wifi' 5 "the session attached on Wi-Fi"
 }
 
 # probes SECONDS UP DOWN: start receivers and senders (50 packets/s) in the wanted directions.
@@ -166,7 +166,7 @@ roam_case() {
     start_nodes "$1" "laptop-$pol.toml"
     if [[ $(hc_start "$c") == cellular ]]; then
         tb_wifi_down
-        wait_log "$CASE-lap" 'transport switch.*to="?cellular' 10 "the move to cellular"
+        wait_log "$CASE-lap" 'transport switch.*new_transport="?cellular' 10 "the move to cellular"
     fi
     for d in $(hc_dirs "$c"); do
         if [[ $d == up ]]; then up=1; else down=1; fi
