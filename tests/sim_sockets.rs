@@ -50,13 +50,12 @@ fn a_new_uplink_opens_exactly_one_socket_and_a_vanished_one_closes_it() {
         "the first snapshot"
     );
     w.establish();
-    let mut seq = 0;
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_secs(1));
 
     let before = w.laptops[0].socket_changes.len();
     let cell_before = sent_from(&w, CELL_ADDR);
     w.give_links(0, &[(CELL, BearerClass::Cellular, "wwan0", CELL_ADDR)]);
-    w.media(0, Duration::from_secs(3), true, true, &mut seq);
+    MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_secs(3));
     assert_eq!(
         changes_since(&w, before),
         [open(UplinkId(CELL), "wwan0")],
@@ -70,7 +69,7 @@ fn a_new_uplink_opens_exactly_one_socket_and_a_vanished_one_closes_it() {
 
     let before = w.laptops[0].socket_changes.len();
     w.link_down(0, CELL);
-    w.media(0, Duration::from_secs(3), true, true, &mut seq);
+    MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_secs(3));
     assert_eq!(
         changes_since(&w, before),
         [SocketChange::Close(UplinkId(CELL))]
@@ -79,7 +78,7 @@ fn a_new_uplink_opens_exactly_one_socket_and_a_vanished_one_closes_it() {
 
     let before = w.laptops[0].socket_changes.len();
     w.link_up(0, CELL);
-    w.media(0, Duration::from_secs(1), true, true, &mut seq);
+    MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_secs(1));
     assert_eq!(
         changes_since(&w, before),
         [open(UplinkId(CELL), "wwan0")],
@@ -114,10 +113,9 @@ fn a_move_opens_the_next_generation_closes_the_old_one_and_a_vanished_uplink_clo
     let wifi = UplinkId(WIFI);
     let (g1, g2) = (wifi.with_generation(1), wifi.with_generation(2));
     let before = w.laptops[0].socket_changes.len();
-    let mut seq = 0;
     while w.laptops[0].core.paths().active() == wifi {
         assert!(w.elapsed() < Duration::from_secs(12), "no move");
-        w.media(0, Duration::from_millis(100), true, true, &mut seq);
+        MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_millis(100));
     }
     assert_eq!(w.laptops[0].core.paths().active(), g1);
     assert_eq!(
@@ -135,7 +133,7 @@ fn a_move_opens_the_next_generation_closes_the_old_one_and_a_vanished_uplink_clo
     }));
     while !w.laptops[0].open.contains(&g2) {
         assert!(w.elapsed() < Duration::from_secs(20), "no second move");
-        w.media(0, Duration::from_millis(100), true, true, &mut seq);
+        MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_millis(100));
     }
     let before = w.laptops[0].socket_changes.len();
     w.link_down(0, WIFI);
@@ -147,7 +145,7 @@ fn a_move_opens_the_next_generation_closes_the_old_one_and_a_vanished_uplink_clo
     assert_eq!(open_now(&w), [UplinkId(CELL)]);
 
     // The session goes on by Cellular (moving there too); the failed move closes nothing twice.
-    w.media(0, Duration::from_secs(10), true, true, &mut seq);
+    MediaRun::new(&w, 0, true, true).play(&mut w, Duration::from_secs(10));
     assert_eq!(
         w.laptops[0].core.paths().active().interface(),
         UplinkId(CELL)
