@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
-use super::table::GwSession;
+use super::session::GwSession;
 use super::{Gateway, PeerSpec};
 use crate::proto::handshake::{Responder, Timestamp};
 use crate::proto::session::Session;

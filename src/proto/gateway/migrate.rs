@@ -6,61 +6,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::table::GwSession;
+use super::session::GwSession;
 use super::{Gateway, Outputs};
 use crate::proto::binding::Validation;
 use crate::proto::control::{ControlMessage, Reattach, RejectReason};
 use crate::proto::path::ReattachStatus;
 use crate::proto::state::{Reason, State};
 use crate::proto::Event;
-
-/// The last data datagram to the laptop is kept for a resend if it was sent this recently...
-const RECENT_WINDOW: Duration = Duration::from_millis(100);
-/// ...and is at most this long (the buffer is allocated once, with the session).
-const RECENT_MAX_LEN: usize = 1600;
-
-/// The last data datagram sent to the laptop. When a NAT changes the laptop's mapping, what the
-/// gateway sent to the old one until it heard from the new one is lost (at 50 packets/s one,
-/// sometimes two); so when the binding moves to a new address of the same path, this datagram
-/// goes again to the new one if it went to the old one within `RECENT_WINDOW`, and the laptop's
-/// replay window drops it if it did arrive. Only one: more would spend the new path's
-/// anti-amplification budget on packets that mostly arrived, and the next fresh packet would be
-/// the one refused. The copy goes into a buffer allocated with the session, so the hot path
-/// allocates nothing.
-#[derive(Debug)]
-pub(super) struct RecentSend {
-    buf: Vec<u8>,
-    sent: Option<(SocketAddr, Instant)>,
-}
-
-impl RecentSend {
-    pub fn new() -> Self {
-        Self {
-            buf: Vec::with_capacity(RECENT_MAX_LEN),
-            sent: None,
-        }
-    }
-
-    pub fn record(&mut self, datagram: &[u8], dst: SocketAddr, now: Instant) {
-        if datagram.len() > RECENT_MAX_LEN {
-            self.sent = None;
-            return;
-        }
-        self.buf.clear();
-        self.buf.extend_from_slice(datagram);
-        self.sent = Some((dst, now));
-    }
-
-    /// A copy of the datagram if it went to `old` within `RECENT_WINDOW`.
-    fn to_resend(&self, old: SocketAddr, now: Instant) -> Option<Vec<u8>> {
-        match self.sent {
-            Some((a, t)) if a == old && now.saturating_duration_since(t) <= RECENT_WINDOW => {
-                Some(self.buf.clone())
-            }
-            _ => None,
-        }
-    }
-}
 
 /// A non-probing packet with the newest counter came from `remote`, which is not where the
 /// session is bound: challenge it (and the old address), and if the binding moved at once

@@ -12,6 +12,7 @@
 mod handshake;
 mod migrate;
 mod receive;
+mod session;
 mod table;
 mod tombstone;
 
@@ -26,7 +27,8 @@ use zeroize::Zeroizing;
 
 use self::handshake::PeerState;
 use self::receive::Offenders;
-use self::table::{Bounds, SessionTable};
+use self::session::Bounds;
+use self::table::SessionTable;
 use super::audit::{self, ReceivedRecord};
 use super::control::ControlMessage;
 use super::handshake::StaticKeys;

@@ -9,7 +9,8 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::migrate;
-use super::table::{Found, GwSession};
+use super::session::GwSession;
+use super::table::Found;
 use super::{Gateway, Outputs};
 use crate::proto::audit::{self, ReceivedRecord};
 use crate::proto::control::{self, ControlMessage};

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::table::GwSession;
+use super::session::GwSession;
 use super::Outputs;
 use crate::proto::control::ControlMessage;
 use crate::proto::session::Session;
