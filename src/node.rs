@@ -225,28 +225,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
 /// Runs the gateway in the foreground.
 pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::Result<()> {
     let identity = Identity::read(&cfg.identity)?;
-    let mut routes: Vec<IpNet> = Vec::new();
-    let peers: Vec<PeerSpec> = cfg
-        .peers
-        .iter()
-        .map(|p| {
-            routes.extend(p.allowed_ips.iter().copied());
-            PeerSpec {
-                public: PublicKey::from(p.public_key).x25519(),
-                psk: psk(&p.preshared_key),
-                allowed_ips: p.allowed_ips.clone(),
-            }
-        })
-        .collect();
-    let names: Vec<String> = cfg
-        .peers
-        .iter()
-        .map(|p| {
-            p.name
-                .clone()
-                .unwrap_or_else(|| PublicKey::from(p.public_key).to_base64())
-        })
-        .collect();
+    let (peers, routes, names) = peer_specs(&cfg);
     let tun = Tun::create(
         &cfg.tunnel.name,
         cfg.tunnel.mtu,
@@ -285,6 +264,31 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
     log_drops(core.drops());
     tracing::info!(tun = %tun.name, "gateway stopped");
     Ok(())
+}
+
+/// The core's view of the configured peers, the routes to their inner addresses, and the names
+/// `status` and the logs show for them (the public key where a peer has no name).
+fn peer_specs(cfg: &GatewayConfig) -> (Vec<PeerSpec>, Vec<IpNet>, Vec<String>) {
+    let peers = cfg
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            public: PublicKey::from(p.public_key).x25519(),
+            psk: psk(&p.preshared_key),
+            allowed_ips: p.allowed_ips.clone(),
+        })
+        .collect();
+    let routes = cfg.peers.iter().flat_map(|p| p.allowed_ips.iter().copied());
+    let names = cfg
+        .peers
+        .iter()
+        .map(|p| {
+            p.name
+                .clone()
+                .unwrap_or_else(|| PublicKey::from(p.public_key).to_base64())
+        })
+        .collect();
+    (peers, routes.collect(), names)
 }
 
 fn log_drops(d: &crate::proto::DropCounters) {

@@ -134,49 +134,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// The human form of a status report: a few header lines, then one row per session.
 pub fn render_status(r: &StatusReport) -> String {
-    let mut out = String::new();
-    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
-    kv("node:", format!("{} {}", r.role.name(), r.node_id));
-    kv("policy:", r.policy_version.clone());
-    if let Some(t) = &r.tunnel {
-        kv("tunnel:", t.clone());
-    }
-    kv("uptime:", duration(r.uptime_ms));
-    let drops: Vec<String> = r
-        .drops
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    kv(
-        "drops:",
-        if drops.is_empty() {
-            "none".to_string()
-        } else {
-            drops.join(", ")
-        },
-    );
-    let lost: Vec<String> = r
-        .event_sinks_dropped
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    kv(
-        "events:",
-        match (r.events_dropped, lost.is_empty()) {
-            (None, _) => "-".to_string(),
-            (Some(n), true) => format!("{n} dropped"),
-            (Some(n), false) => format!("{n} dropped ({})", lost.join(", ")),
-        },
-    );
-    if let Some(a) = &r.audit {
-        let counters: Vec<String> = a.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        kv("audit:", counters.join(", "));
-    }
-    if let Some(w) = &r.next_wakeup {
-        kv("wake-up:", format!("{} in {}", w.timer, duration(w.in_ms)));
-    }
+    let mut out = render_header(r);
     out.push('\n');
     if r.sessions.is_empty() {
         out.push_str("no sessions\n");
@@ -202,6 +160,53 @@ pub fn render_status(r: &StatusReport) -> String {
     rows.extend(r.sessions.iter().map(session_row));
     out.push_str(&table(&rows));
     out
+}
+
+/// The node's lines: who it is, its policy, drops, events, audit and the next wake-up.
+fn render_header(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
+    kv("node:", format!("{} {}", r.role.name(), r.node_id));
+    kv("policy:", r.policy_version.clone());
+    if let Some(t) = &r.tunnel {
+        kv("tunnel:", t.clone());
+    }
+    kv("uptime:", duration(r.uptime_ms));
+    let drops = nonzero(&r.drops);
+    kv(
+        "drops:",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(", ")
+        },
+    );
+    let lost = nonzero(&r.event_sinks_dropped);
+    kv(
+        "events:",
+        match (r.events_dropped, lost.is_empty()) {
+            (None, _) => "-".to_string(),
+            (Some(n), true) => format!("{n} dropped"),
+            (Some(n), false) => format!("{n} dropped ({})", lost.join(", ")),
+        },
+    );
+    if let Some(a) = &r.audit {
+        let counters: Vec<String> = a.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        kv("audit:", counters.join(", "));
+    }
+    if let Some(w) = &r.next_wakeup {
+        kv("wake-up:", format!("{} in {}", w.timer, duration(w.in_ms)));
+    }
+    out
+}
+
+/// `name count` for each counter above zero.
+fn nonzero<'a>(counters: impl IntoIterator<Item = (&'a String, &'a u64)>) -> Vec<String> {
+    counters
+        .into_iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect()
 }
 
 fn session_row(s: &SessionStatus) -> Vec<String> {

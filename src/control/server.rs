@@ -77,21 +77,7 @@ impl ControlServer {
                 ),
             ));
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.exists() {
-            // 0755 whatever the umask: clients (root) must be able to reach the socket.
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o755)))
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-                })?;
-        }
+        let dir = socket_dir(path)?;
         clear_the_way(path)?;
 
         static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -191,6 +177,26 @@ impl Drop for SocketFile {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// The socket's directory, created (mode 0755) if missing.
+fn socket_dir(path: &Path) -> io::Result<&Path> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.exists() {
+        // 0755 whatever the umask: clients (root) must be able to reach the socket.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o755)))
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })?;
+    }
+    Ok(dir)
 }
 
 /// Removes a stale socket at `path`; refuses a live one or a non-socket.
