@@ -1,6 +1,6 @@
 //! Simulation ring for the session lifecycle: the state machine on both ends, every bound ending
 //! in an explicit TERMINATED, events that rebuild the whole life, and a property over random
-//! sequences of bearer events.
+//! sequences of bearer events and operator terminations.
 
 mod common;
 
@@ -10,7 +10,7 @@ use common::*;
 use jvpn::policy::BearerClass;
 use jvpn::proto::lifecycle::LifecycleConfig;
 use jvpn::proto::state::{Reason, State};
-use jvpn::proto::{Event, PathConfig, ProtoConfig, SessionId};
+use jvpn::proto::{wire, Event, PathConfig, ProtoConfig, SessionId};
 use proptest::prelude::*;
 
 const WIFI: u32 = 2;
@@ -227,6 +227,12 @@ enum Step {
     Media(u16),
     /// An attacker re-sends, from its own address, what the laptop sent the gateway lately.
     Replay,
+    /// The laptop's operator ends its session (a new one follows); when `close_lost`, the close
+    /// never reaches the gateway, which still holds the old session confirmed when the new one
+    /// arrives.
+    Terminate {
+        close_lost: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -239,6 +245,7 @@ fn step() -> impl Strategy<Value = Step> {
         (1u16..3000).prop_map(Step::Idle),
         (1u16..1000).prop_map(Step::Media),
         Just(Step::Replay),
+        any::<bool>().prop_map(|close_lost| Step::Terminate { close_lost }),
     ]
 }
 
@@ -263,6 +270,7 @@ fn run_steps(seed: u64, steps: &[Step]) -> World {
             Step::Idle(ms) => w.run_for(Duration::from_millis(u64::from(*ms))),
             Step::Media(ms) => media.play(&mut w, Duration::from_millis(u64::from(*ms))),
             Step::Replay => replay(&mut w),
+            Step::Terminate { close_lost } => terminate_on_laptop(&mut w, *close_lost),
         }
         check_invariants(&w);
     }
@@ -292,6 +300,22 @@ fn replay(w: &mut World) {
         w.inject_at(w.now, Datagram { from, ..d });
     }
     w.run_for(w.latency);
+}
+
+/// The laptop's operator terminates its session (`Client::terminate`, as the control socket
+/// does); when `close_lost`, the authenticated close it sends the gateway is dropped on the wire.
+fn terminate_on_laptop(w: &mut World, close_lost: bool) {
+    let now = w.now;
+    w.laptops[0].core.terminate(Reason::OperatorTerminated, now);
+    if close_lost {
+        let gateway = w.gateway_addr;
+        w.drop_if = Some(Box::new(move |d: &Datagram| {
+            d.to == gateway && d.bytes.first() == Some(&wire::TYPE_CONTROL)
+        }));
+    }
+    // Puts what the terminate sent on the wire (nothing is delivered yet: latency > 0).
+    w.run_for(Duration::ZERO);
+    w.drop_if = None;
 }
 
 /// The lifecycle's invariants, which must hold after every step of a run:
