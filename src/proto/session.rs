@@ -296,53 +296,45 @@ impl Session {
         {
             self.previous = None;
         }
-        if tag == self.current.tag_byte() {
-            let e = &mut self.current;
-            return open_in(
-                e,
-                &mut self.stats,
-                &mut self.last_recv,
-                kind,
-                counter,
-                datagram,
-                now,
-                allow_duplicate,
-            );
-        }
-        if let Some((e, _)) = self.previous.as_mut().filter(|(e, _)| e.tag_byte() == tag) {
-            let mut o = open_in(
-                e,
-                &mut self.stats,
-                &mut self.last_recv,
-                kind,
-                counter,
-                datagram,
-                now,
-                allow_duplicate,
-            )?;
+        let Session {
+            current,
+            previous,
+            next,
+            stats,
+            last_recv,
+            ..
+        } = self;
+        let (e, which) = if tag == current.tag_byte() {
+            (current, EpochRole::Current)
+        } else if let Some((e, _)) = previous.as_mut().filter(|(e, _)| e.tag_byte() == tag) {
+            (e, EpochRole::Previous)
+        } else if let Some((e, _)) = next.as_mut().filter(|(e, _)| e.tag_byte() == tag) {
+            (e, EpochRole::Next)
+        } else {
+            stats.auth_failures += 1;
+            return Err(DropReason::AuthFailed);
+        };
+        let mut o = open_in(
+            e,
+            stats,
+            last_recv,
+            kind,
+            counter,
+            datagram,
+            now,
+            allow_duplicate,
+        )?;
+        match which {
             // The newest counter of a replaced epoch never moves anything.
-            o.newest = false;
-            return Ok(o);
-        }
-        if let Some((e, _)) = self.next.as_mut().filter(|(e, _)| e.tag_byte() == tag) {
-            let mut o = open_in(
-                e,
-                &mut self.stats,
-                &mut self.last_recv,
-                kind,
-                counter,
-                datagram,
-                now,
-                allow_duplicate,
-            )?;
-            if !o.duplicate {
+            EpochRole::Previous => o.newest = false,
+            // The peer's first packet under the prepared epoch makes it current.
+            EpochRole::Next if !o.duplicate => {
                 self.promote(now);
                 o.promoted = Some(self.current.number);
             }
-            return Ok(o);
+            _ => {}
         }
-        self.stats.auth_failures += 1;
-        Err(DropReason::AuthFailed)
+        Ok(o)
     }
 
     /// Initiator: installs epoch `number` derived with `dh` and sends under it at once; the old
@@ -382,6 +374,14 @@ impl Session {
     pub fn data_sent(&self) -> u64 {
         self.current.data_counter
     }
+}
+
+/// Which of a session's epochs a packet's epoch byte names.
+#[derive(Clone, Copy)]
+enum EpochRole {
+    Current,
+    Previous,
+    Next,
 }
 
 #[allow(clippy::too_many_arguments)]
