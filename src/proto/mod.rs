@@ -18,6 +18,7 @@ pub mod control;
 pub mod event;
 pub mod gateway;
 pub mod handshake;
+pub mod inner;
 pub mod iptable;
 pub mod keys;
 pub mod lifecycle;

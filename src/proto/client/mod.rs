@@ -37,6 +37,7 @@ use self::sockets::OpenSockets;
 use super::audit::{AuditCounters, RebindDraft};
 use super::control::ControlMessage;
 use super::handshake::{StaticKeys, Timestamp};
+use super::inner;
 use super::iptable::IpTable;
 use super::keys::SessionId;
 use super::lifecycle::Lifecycle;
@@ -44,7 +45,7 @@ use super::path::{PathAction, PathManager, Uplink};
 use super::rekey::RekeyTrigger;
 use super::session::Session;
 use super::state::{Reason, State};
-use super::wire::{self, Packet, HEADER_LEN, TAG_LEN};
+use super::wire::{self, Packet, HEADER_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Seed,
     SocketChange, Timer, Transmit, UplinkId, WallClock,
@@ -186,14 +187,7 @@ impl Client {
         len: usize,
         now: Instant,
     ) -> Option<Transmit> {
-        if HEADER_LEN + len + TAG_LEN > buf.len() {
-            self.drops.count(DropReason::TooLarge);
-            return None;
-        }
-        if wire::ip_ends(&buf[HEADER_LEN..HEADER_LEN + len]).is_none() {
-            self.drops.count(DropReason::NotIp);
-            return None;
-        }
+        inner::to_seal(buf, len, &mut self.drops)?;
         if let Some(s) = self.session.as_mut() {
             if let Some(n) = s.seal_data(buf, len, now) {
                 return Some(Transmit {

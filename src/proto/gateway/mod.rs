@@ -30,10 +30,11 @@ use self::table::{Bounds, SessionTable};
 use super::audit::{self, ReceivedRecord};
 use super::control::ControlMessage;
 use super::handshake::StaticKeys;
+use super::inner;
 use super::iptable::IpTable;
 use super::session::SessionStats;
 use super::state::{Reason, State};
-use super::wire::{self, Packet, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
+use super::wire::{self, Packet, DATA_OVERHEAD};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Seed,
     SessionId, Timer, Transmit, UplinkId,
@@ -186,14 +187,7 @@ impl Gateway {
         now: Instant,
     ) -> Option<Transmit> {
         let drops = &mut self.out.drops;
-        if HEADER_LEN + len + TAG_LEN > buf.len() {
-            drops.count(DropReason::TooLarge);
-            return None;
-        }
-        let Some(ends) = wire::ip_ends(&buf[HEADER_LEN..HEADER_LEN + len]) else {
-            drops.count(DropReason::NotIp);
-            return None;
-        };
+        let ends = inner::to_seal(buf, len, drops)?;
         let Some(&peer) = self.routes.lookup(ends.dst) else {
             drops.count(DropReason::NoRoute);
             return None;
