@@ -163,7 +163,7 @@ impl Client {
                     evidence: "malformed_authenticated_control",
                 });
             }
-            self.terminate(Reason::SecurityFailure, now);
+            self.terminate_current(Reason::SecurityFailure, now);
         }
     }
 }
