@@ -10,7 +10,7 @@ use jvpn::proto::client::{Client, ClientConfig};
 use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
 use jvpn::proto::replay::ReplayWindow;
 use jvpn::proto::{
-    ProtoConfig, Received, Seed, StaticKeys, Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
+    Core, ProtoConfig, Received, Seed, StaticKeys, Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
 };
 use zeroize::Zeroizing;
 

@@ -16,7 +16,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::policy::{proto_config, GatewayConfig, LaptopConfig, Policy, PresharedKey};
 use crate::proto::client::{Client, ClientConfig};
 use crate::proto::gateway::{self, Gateway, PeerSpec};
-use crate::proto::{Event, Seed, StaticKeys};
+use crate::proto::{Core, Event, Seed, StaticKeys};
 use crate::sys::udp::Sockets;
 use crate::sys::uplinks::UplinkWatch;
 use crate::sys::{privileges, tun::Tun};
@@ -75,7 +75,7 @@ impl Observability {
 
     /// Runs the driver until a signal, writing every event to the log and the sinks, then
     /// closes the control socket and flushes the sinks.
-    async fn run<C: crate::proto::node::Core>(
+    async fn run<C: Core>(
         self,
         core: &mut C,
         tun: &Tun,
@@ -217,7 +217,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
     let log = |e: &Event| crate::events::log_event(e, &|_| "gateway".to_owned());
     obs.run(&mut core, &tun, &mut sockets, Some(watch), log)
         .await?;
-    log_drops(core.drops());
+    log_drops(core.drop_counts());
     tracing::info!(tun = %tun.name, "laptop stopped");
     Ok(())
 }
@@ -261,7 +261,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
     let log =
         |e: &Event| crate::events::log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
     obs.run(&mut core, &tun, &mut sockets, None, log).await?;
-    log_drops(core.drops());
+    log_drops(core.drop_counts());
     tracing::info!(tun = %tun.name, "gateway stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use jvpn::proto::{Received, UplinkId, TUN_HEADROOM, TUN_TAILROOM};
+use jvpn::proto::{Core, Received, UplinkId, TUN_HEADROOM, TUN_TAILROOM};
 
 struct Counting;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use common::*;
 use jvpn::proto::client::{Client, ClientConfig};
-use jvpn::proto::{ProtoConfig, Seed, Timestamp};
+use jvpn::proto::{Core, ProtoConfig, Seed, Timestamp};
 use zeroize::Zeroizing;
 
 /// The first handshake initiation a laptop core seeded with `seed` puts on the wire.

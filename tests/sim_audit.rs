@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use jvpn::audit::{verify_chain, AuditLog, SignedRebind};
 use jvpn::policy::BearerClass;
-use jvpn::proto::{ProtoConfig, UplinkId};
+use jvpn::proto::{Core, ProtoConfig, UplinkId};
 
 const WIFI: u32 = 2;
 const CELL: u32 = 3;
@@ -158,7 +158,7 @@ fn two_jumps_leave_matching_signed_records_on_the_laptop_and_witnessed_ones_on_t
 
     // The gateway got each record once and acknowledged it.
     assert_eq!(w.gateway_audit.len(), 2, "{:?}", w.gateway_audit);
-    assert_eq!(w.laptops[0].core.audit_counters().acknowledged, 2);
+    assert_eq!(w.laptops[0].core.audit_traffic().acknowledged, 2);
     let laptop_public = laptop_key.verifying_key().to_bytes();
     for (r, mine) in w.gateway_audit.clone().iter().zip([&first[0], &second[0]]) {
         assert_eq!(r.session_id, session_id);
@@ -235,7 +235,7 @@ fn records_are_resent_under_loss_and_witnessed_exactly_once() {
     w.loss = 0.0;
     w.run_for(Duration::from_secs(2));
     assert_eq!(w.gateway_audit.len(), 1, "exactly once");
-    assert_eq!(w.laptops[0].core.audit_counters().acknowledged, 1);
+    assert_eq!(w.laptops[0].core.audit_traffic().acknowledged, 1);
     // The loss made it take more than one send: AuditRecords are the only control packets the
     // laptop sends that are longer than a padded Reattach (16 + 256 + 16 bytes).
     let sends = w

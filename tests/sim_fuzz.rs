@@ -97,7 +97,7 @@ proptest! {
         }
         w.run_for(Duration::from_millis(50));
         let id = w.laptops[0].core.session().map(|s| s.id());
-        prop_assert_eq!(w.gateway.sessions(w.now)[0].endpoint, laptop);
+        prop_assert_eq!(w.gateway.session_views(w.now)[0].endpoint, laptop);
         let up = ipv4(laptop_inner(0), gateway_inner(), b"still works");
         w.laptop_sends(0, &up);
         w.run_for(Duration::from_millis(50));

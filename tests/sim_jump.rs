@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use jvpn::policy::BearerClass;
 use jvpn::proto::path::{ReattachStatus, SwitchReason};
-use jvpn::proto::{DropReason, Event, PathConfig, ProtoConfig, UplinkId};
+use jvpn::proto::{Core, DropReason, Event, PathConfig, ProtoConfig, UplinkId};
 
 const WIFI: u32 = 2;
 const CELL: u32 = 3;
@@ -126,7 +126,7 @@ fn wifi_link_down_moves_the_session_to_cellular_losing_at_most_one_packet_each_w
         )]
     );
     assert_eq!(
-        w.gateway.sessions(w.now)[0].endpoint,
+        w.gateway.session_views(w.now)[0].endpoint,
         "203.0.113.50:61000".parse().unwrap()
     );
 }
@@ -291,11 +291,11 @@ fn a_raced_copy_of_the_reattach_loses_to_the_laptop_answering_the_challenge() {
         "the copy won the race and was challenged"
     );
     assert!(
-        w.gateway.drops().get(DropReason::Replay) >= 1,
+        w.gateway.drop_counts().get(DropReason::Replay) >= 1,
         "the laptop's own reattach arrived second"
     );
     assert_eq!(
-        w.gateway.sessions(w.now)[0].endpoint,
+        w.gateway.session_views(w.now)[0].endpoint,
         "203.0.113.50:61000".parse().unwrap()
     );
     assert!(w.laptops[0].events.iter().any(|e| matches!(
@@ -330,7 +330,7 @@ fn a_nat_rebinding_on_cellular_keeps_the_session_and_resends_what_the_old_mappin
     assert!(w.gateway.resent >= 1, "nothing was resent");
     assert_budget("uplink", &r.up, 1, Duration::from_millis(100));
     assert_budget("downlink", &r.down, 0, Duration::from_millis(100));
-    let view = &w.gateway.sessions(w.now)[0];
+    let view = &w.gateway.session_views(w.now)[0];
     assert_eq!(view.endpoint, "203.0.113.50:62000".parse().unwrap());
     assert!(view.validated);
 }
@@ -356,7 +356,7 @@ fn a_raced_copy_from_an_attacker_never_holds_the_session() {
             w.inject_at(w.now, copy);
         });
         assert_ne!(
-            w.gateway.sessions(w.now)[0].endpoint,
+            w.gateway.session_views(w.now)[0].endpoint,
             attacker,
             "never bound to the attacker after a round"
         );
@@ -389,7 +389,7 @@ fn a_raced_copy_from_an_attacker_never_holds_the_session() {
 fn replays_from_a_new_address_never_move_the_session() {
     let mut w = two_bearers(9, ProtoConfig::default());
     MediaRun::new(&w, 0, true, false).play(&mut w, Duration::from_millis(500));
-    let laptop = w.gateway.sessions(w.now)[0].endpoint;
+    let laptop = w.gateway.session_views(w.now)[0].endpoint;
     let old: Vec<Datagram> = w
         .capture
         .iter()
@@ -397,14 +397,16 @@ fn replays_from_a_new_address_never_move_the_session() {
         .cloned()
         .collect();
     let attacker: std::net::SocketAddr = "203.0.113.66:6666".parse().unwrap();
-    let replays_before = w.gateway.drops().get(DropReason::Replay);
+    let replays_before = w.gateway.drop_counts().get(DropReason::Replay);
     for mut d in old.clone() {
         d.from = attacker;
         w.inject_at(w.now, d);
     }
     w.run_for(Duration::from_millis(50));
-    assert_eq!(w.gateway.sessions(w.now)[0].endpoint, laptop);
-    assert!(w.gateway.drops().get(DropReason::Replay) - replays_before >= old.len() as u64 - 2);
+    assert_eq!(w.gateway.session_views(w.now)[0].endpoint, laptop);
+    assert!(
+        w.gateway.drop_counts().get(DropReason::Replay) - replays_before >= old.len() as u64 - 2
+    );
     assert!(
         !w.capture.iter().any(|d| d.to == attacker),
         "nothing is sent to a replayer"
@@ -464,8 +466,8 @@ fn garbage_reattaches_are_offences_that_do_not_disturb_the_session() {
         vec![(1, false), (17, true)],
         "reported once, then once when past the limit"
     );
-    assert_eq!(w.gateway.drops().get(DropReason::AuthFailed), 100);
-    assert_ne!(w.gateway.sessions(w.now)[0].endpoint, attacker);
+    assert_eq!(w.gateway.drop_counts().get(DropReason::AuthFailed), 100);
+    assert_ne!(w.gateway.session_views(w.now)[0].endpoint, attacker);
 }
 
 #[test]
@@ -494,13 +496,13 @@ fn a_held_back_reattach_released_later_is_refused_and_changes_nothing() {
     w.run_for(Duration::from_secs(2));
     w.link_up(0, WIFI);
     w.run_for(Duration::from_secs(12));
-    let endpoint = w.gateway.sessions(w.now)[0].endpoint;
-    let version = w.gateway.sessions(w.now)[0].state_version;
+    let endpoint = w.gateway.session_views(w.now)[0].endpoint;
+    let version = w.gateway.session_views(w.now)[0].state_version;
     // ... and releases it much later.
     w.inject_at(w.now, held);
     w.run_for(Duration::from_millis(100));
-    assert_eq!(w.gateway.sessions(w.now)[0].endpoint, endpoint);
-    assert_eq!(w.gateway.sessions(w.now)[0].state_version, version);
+    assert_eq!(w.gateway.session_views(w.now)[0].endpoint, endpoint);
+    assert_eq!(w.gateway.session_views(w.now)[0].state_version, version);
     assert!(
         w.gateway_events.iter().any(|e| matches!(
             e,
@@ -508,7 +510,7 @@ fn a_held_back_reattach_released_later_is_refused_and_changes_nothing() {
                 status: ReattachStatus::Rejected(_),
                 ..
             }
-        )) || w.gateway.drops().get(DropReason::Replay) > 0
+        )) || w.gateway.drop_counts().get(DropReason::Replay) > 0
     );
 }
 

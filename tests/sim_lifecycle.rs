@@ -10,7 +10,7 @@ use common::*;
 use jvpn::policy::BearerClass;
 use jvpn::proto::lifecycle::LifecycleConfig;
 use jvpn::proto::state::{Reason, State};
-use jvpn::proto::{wire, Event, PathConfig, ProtoConfig, SessionId};
+use jvpn::proto::{wire, Core, Event, PathConfig, ProtoConfig, SessionId};
 use proptest::prelude::*;
 
 const WIFI: u32 = 2;
@@ -190,7 +190,7 @@ fn lifetime_expiry_is_explicit_and_a_new_session_follows_within_a_second() {
     // A reattach for the old session cannot resurrect it: the gateway no longer has it.
     assert!(!w
         .gateway
-        .sessions(w.now)
+        .session_views(w.now)
         .iter()
         .any(|s| s.session_id == first));
 }
@@ -201,9 +201,9 @@ fn operator_termination_ends_the_session_and_the_laptop_starts_a_new_one() {
     w.establish();
     let first = w.laptops[0].core.session().unwrap().id();
     let now = w.now;
-    assert!(w.gateway.terminate(first, now));
+    assert!(w.gateway.terminate(first, now).is_ok());
     assert!(
-        !w.gateway.terminate(first, now),
+        w.gateway.terminate(first, now).is_err(),
         "terminated is absorbing; the id is gone"
     );
     w.run_for(Duration::from_secs(2));
@@ -306,7 +306,9 @@ fn replay(w: &mut World) {
 /// does); when `close_lost`, the authenticated close it sends the gateway is dropped on the wire.
 fn terminate_on_laptop(w: &mut World, close_lost: bool) {
     let now = w.now;
-    w.laptops[0].core.terminate(Reason::OperatorTerminated, now);
+    w.laptops[0]
+        .core
+        .terminate_current(Reason::OperatorTerminated, now);
     if close_lost {
         let gateway = w.gateway_addr;
         w.drop_if = Some(Box::new(move |d: &Datagram| {
@@ -327,7 +329,7 @@ fn terminate_on_laptop(w: &mut World, close_lost: bool) {
 ///   SessionTerminated says so, and every session an end let go of ended that way.
 fn check_invariants(w: &World) {
     let laptop = &w.laptops[0];
-    let views = w.gateway.sessions(w.now);
+    let views = w.gateway.session_views(w.now);
     assert!(
         views.len() <= 1,
         "more than one confirmed session: {views:?}"

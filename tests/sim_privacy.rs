@@ -196,7 +196,7 @@ fn a_move_every_five_seconds_for_a_minute_loses_no_packet_and_never_reuses_a_por
     }
     // The gateway followed: it now sends to the newest port.
     assert_eq!(
-        w.gateway.sessions(w.now)[0].endpoint,
+        w.gateway.session_views(w.now)[0].endpoint,
         with_generation(base, active.generation())
     );
 }

@@ -10,7 +10,7 @@ use common::*;
 use jvpn::policy::BearerClass;
 use jvpn::proto::rekey::{KeyLimits, RekeyDenial, RekeyTrigger};
 use jvpn::proto::state::Reason;
-use jvpn::proto::{Event, ProtoConfig};
+use jvpn::proto::{Core, Event, ProtoConfig};
 
 const WIFI: u32 = 2;
 const CELL: u32 = 3;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use jvpn::proto::state::Reason;
-use jvpn::proto::Event;
+use jvpn::proto::{Core, Event};
 
 /// The gateway's authenticated Close is the only 34-byte control datagram it sends.
 fn is_close_to_laptop(d: &Datagram) -> bool {
@@ -22,7 +22,7 @@ fn a_laptop_that_missed_the_close_learns_from_the_status_frame_and_rehandshakes_
     w.establish();
     let first = w.laptops[0].core.session().unwrap().id();
     let now = w.now;
-    assert!(w.gateway.terminate(first, now));
+    assert!(w.gateway.terminate(first, now).is_ok());
     w.run_for(Duration::from_millis(100));
     assert_eq!(
         w.laptops[0].core.session().map(|s| s.id()),
@@ -57,7 +57,7 @@ fn unknown_tags_bad_macs_and_tombstones_under_the_wrong_key_all_get_nothing() {
     w.run_for(Duration::from_millis(50));
     let first = w.laptops[0].core.session().unwrap().id();
     let now = w.now;
-    w.gateway.terminate(first, now);
+    w.gateway.terminate(first, now).unwrap();
     w.run_for(Duration::from_millis(50));
     let attacker: std::net::SocketAddr = "203.0.113.66:6666".parse().unwrap();
     let mut probes = Vec::new();
@@ -94,5 +94,10 @@ fn unknown_tags_bad_macs_and_tombstones_under_the_wrong_key_all_get_nothing() {
     }
     // Not even the internal bookkeeping differs in what leaves the node: all three were
     // counted the same way.
-    assert!(w.gateway.drops().get(jvpn::proto::DropReason::UnknownTag) >= 2);
+    assert!(
+        w.gateway
+            .drop_counts()
+            .get(jvpn::proto::DropReason::UnknownTag)
+            >= 2
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use jvpn::proto::{CloseReason, DropReason, Event, ProtoConfig};
+use jvpn::proto::{CloseReason, Core, DropReason, Event, ProtoConfig};
 
 fn established_ids(events: &[Event]) -> Vec<jvpn::proto::SessionId> {
     events
@@ -76,8 +76,8 @@ fn a_replayed_datagram_is_dropped() {
     w.inject_at(w.now, moved);
     w.run_for(Duration::from_millis(50));
     assert_eq!(w.gateway_tun_out.len(), 1);
-    assert_eq!(w.gateway.drops().get(DropReason::Replay), 2);
-    let view = &w.gateway.sessions(w.now)[0];
+    assert_eq!(w.gateway.drop_counts().get(DropReason::Replay), 2);
+    let view = &w.gateway.session_views(w.now)[0];
     assert_eq!(
         view.endpoint, w.laptops[0].addr,
         "a replay never moves the session"
@@ -107,7 +107,7 @@ fn a_packet_under_another_sessions_key_is_dropped() {
     );
     w.run_for(Duration::from_millis(50));
     assert_eq!(w.gateway_tun_out.len(), before);
-    assert_eq!(w.gateway.drops().get(DropReason::AuthFailed), 1);
+    assert_eq!(w.gateway.drop_counts().get(DropReason::AuthFailed), 1);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn a_laptop_cannot_send_from_another_laptops_inner_address() {
     w.laptop_sends(0, &ipv4(laptop_inner(1), gateway_inner(), b"spoofed"));
     w.run_for(Duration::from_millis(50));
     assert!(w.gateway_tun_out.is_empty());
-    assert_eq!(w.gateway.drops().get(DropReason::DisallowedSource), 1);
+    assert_eq!(w.gateway.drop_counts().get(DropReason::DisallowedSource), 1);
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn an_unknown_peer_gets_no_reply_at_all() {
     assert_eq!(replies, 0);
     assert!(w.laptops[1].core.session().is_none());
     assert!(
-        w.gateway.drops().get(DropReason::UnknownPeer) >= 3,
+        w.gateway.drop_counts().get(DropReason::UnknownPeer) >= 3,
         "it kept retrying"
     );
 }
@@ -155,7 +155,7 @@ fn a_replayed_initiation_gets_no_reply() {
         .filter(|d| d.bytes[0] == 2)
         .count();
     assert_eq!(responses, 0);
-    assert_eq!(w.gateway.drops().get(DropReason::StaleInitiation), 2);
+    assert_eq!(w.gateway.drop_counts().get(DropReason::StaleInitiation), 2);
     assert_eq!(established_ids(&w.gateway_events).len(), 1);
 }
 
@@ -206,7 +206,7 @@ fn keepalives_keep_an_idle_session_up_for_an_hour() {
     let id = w.laptops[0].core.session().unwrap().id();
     w.run_for(Duration::from_secs(3600));
     assert_eq!(w.laptops[0].core.session().unwrap().id(), id);
-    assert_eq!(w.gateway.sessions(w.now).len(), 1);
+    assert_eq!(w.gateway.session_views(w.now).len(), 1);
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn shutdown_closes_the_session_on_the_gateway() {
     let now = w.now;
     w.laptops[0].core.shutdown(now);
     w.run_for(Duration::from_millis(100));
-    assert!(w.gateway.sessions(w.now).is_empty());
+    assert!(w.gateway.session_views(w.now).is_empty());
     assert!(w.gateway_events.iter().any(|e| matches!(
         e,
         Event::SessionClosed {

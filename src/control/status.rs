@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::protocol::{NodeRole, SessionStatus, StatusReport, Wakeup};
 use crate::audit::log::AuditStats;
-use crate::proto::node::{Core, SessionSummary};
+use crate::proto::{Core, SessionSummary};
 
 /// What `jvpn status` says about the node itself.
 #[derive(Clone, Debug)]

@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::audit::log::{AuditWorker, Job};
 use crate::control::{ControlRequest, NodeInfo};
-use crate::proto::node::{AuditItem, Core};
 use crate::proto::path::Uplink;
 use crate::proto::SessionId;
+use crate::proto::{AuditItem, Core};
 use crate::sys::udp::Sockets;
 use crate::sys::uplinks::UplinkWatch;
 

@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub use control_plane::{Control, Reload};
 use control_plane::{ControlPlane, Stop};
 
-use crate::proto::node::Core;
+use crate::proto::Core;
 use crate::proto::{Event, Received, Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM};
 use crate::sys::tun::Tun;
 use crate::sys::udp::Sockets;

@@ -2,7 +2,7 @@
 //!
 //! The cores never sign, hash for the chain or touch a file: the laptop core emits a
 //! [`RebindDraft`] when a re-anchor completes, the node signs and appends it off the data path
-//! and gives the signed bytes back ([`super::client::Client::send_audit_record`]), and the
+//! and gives the signed bytes back ([`super::Core::send_audit_record`]), and the
 //! laptop sends them to the gateway in a Control `AuditRecord`, resending until an `AuditAck`.
 //! The gateway core acknowledges, drops duplicates, and emits a [`ReceivedRecord`] for the node
 //! to verify against the peer's identity and witness. Nothing here ever delays a packet.

@@ -2,10 +2,9 @@
 //! output is polled. The driver (`crate::driver`) is the only caller in production; the
 //! simulation in `tests/` is the other.
 //!
-//! Call contract (both [`client::Client`] and [`gateway::Gateway`]):
-//! 1. feed one input: `handle_datagram`, `handle_tun_packet`, `handle_timeout`, or a command;
-//! 2. then drain, in this order: `poll_transmit()` until `None`, `poll_event()` until `None`,
-//!    and finally `poll_timeout()` for the next deadline.
+//! The call contract is the trait [`Core`] (in [`node`]), implemented by both cores,
+//! [`client::Client`] and [`gateway::Gateway`]: feed one input, then drain the outputs in the
+//! order it names.
 //!
 //! The hot path (`handle_tun_packet`, and data in `handle_datagram`) works in place in the
 //! caller's buffer and returns its result directly; it allocates nothing.
@@ -18,6 +17,7 @@ pub mod control;
 pub mod event;
 pub mod gateway;
 pub mod handshake;
+pub mod inner;
 pub mod iptable;
 pub mod keys;
 pub mod lifecycle;
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 pub use event::{CloseReason, Event};
 pub use handshake::{StaticKeys, Timestamp};
 pub use keys::SessionId;
+pub use node::{AuditItem, Core, SessionSummary};
 pub use seed::Seed;
 
 /// Headroom the driver must leave before a TUN packet in its buffer.

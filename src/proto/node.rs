@@ -1,6 +1,7 @@
-//! The core's written contract: what a driver may call on a core (the laptop's [`Client`] or
-//! the [`Gateway`]), in which order, and what each output means. The driver is written against
-//! [`Core`] only; nothing else of a core is reachable from it.
+//! The core's written contract: what a driver may call on a core (the laptop's
+//! [`Client`](super::client::Client) or the [`Gateway`](super::gateway::Gateway)), in which
+//! order, and what each output means. The driver is written against [`Core`] only; nothing else
+//! of a core is reachable from it. Both cores implement it directly, each in its own room.
 //!
 //! # Inputs
 //!
@@ -53,11 +54,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::audit::{RebindDraft, ReceivedRecord};
-use super::client::Client;
-use super::gateway::Gateway;
 use super::path::Uplink;
 use super::session::SessionStats;
-use super::state::{Reason, State};
+use super::state::State;
 use super::{
     DropCounters, Event, OwnedTransmit, ProtoConfig, Received, SessionId, SocketChange, Timer,
     Transmit, UplinkId,
@@ -65,9 +64,11 @@ use super::{
 
 /// The calls a driver makes on a core (laptop or gateway). See the module doc for the order.
 pub trait Core {
-    /// An inner packet from the TUN device; sealed in place, to send as the returned transmit.
+    /// Hot path: `buf[TUN_HEADROOM..TUN_HEADROOM + len]` holds an IP packet from the TUN
+    /// device. It is sealed in place; on success the datagram to send is `buf[..t.len]`.
     fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit>;
-    /// A datagram received by the socket of `via`, addressed to `local` (when known).
+    /// A datagram received by the socket of `via` from `remote`, addressed to `local` (when
+    /// known): `buf[..len]`. Data is opened in place.
     fn handle_datagram(
         &mut self,
         via: UplinkId,
@@ -77,17 +78,19 @@ pub trait Core {
         len: usize,
         now: Instant,
     ) -> Received;
-    /// The deadline of `poll_timeout` has passed.
+    /// The deadline of `poll_timeout` has passed: runs whatever timers are due.
     fn handle_timeout(&mut self, now: Instant);
-    /// The usable uplinks changed (a snapshot).
+    /// The system's usable uplinks changed (a snapshot, not a delta).
     fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant);
-    /// Sending by `via` failed at the socket.
+    /// Sending by `via` failed at the socket (no route, link down).
     fn handle_send_error(&mut self, via: UplinkId, now: Instant);
-    /// The node stops: tell the peer(s); no deadline follows.
+    /// The node stops: tells the peer(s) (authenticated close); no deadline follows.
     fn shutdown(&mut self, now: Instant);
-    /// `jvpn terminate`: the outcome in words for the operator.
+    /// Operator termination (`jvpn terminate`): ends the session with reason
+    /// `operator_terminated` and tells the peer. The outcome in words for the operator; an
+    /// unknown SessionID is an error.
     fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String>;
-    /// A reloaded policy, from now on.
+    /// Applies a reloaded policy (P3) from now on.
     fn set_proto(&mut self, proto: ProtoConfig, now: Instant);
     /// A record this node signed, to send to the gateway (laptop; the gateway ignores it).
     fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant);
@@ -100,7 +103,7 @@ pub trait Core {
     fn poll_event(&mut self) -> Option<Event>;
     /// Audit work: a re-anchor to sign, or a laptop's record to witness.
     fn poll_audit(&mut self) -> Option<AuditItem>;
-    /// The next deadline and the timer that explains it.
+    /// The next deadline and the timer that explains it (why it exists).
     fn poll_timeout(&self) -> Option<(Instant, Timer)>;
 
     /// Established sessions, as of `now`.
@@ -138,185 +141,4 @@ pub struct SessionSummary {
     pub key_age: Duration,
     pub age: Duration,
     pub since_last_recv: Duration,
-}
-
-impl Core for Client {
-    fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit> {
-        Client::handle_tun_packet(self, buf, len, now)
-    }
-    fn handle_datagram(
-        &mut self,
-        via: UplinkId,
-        local: Option<IpAddr>,
-        remote: SocketAddr,
-        buf: &mut [u8],
-        len: usize,
-        now: Instant,
-    ) -> Received {
-        Client::handle_datagram(self, via, local, remote, buf, len, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Client::handle_timeout(self, now)
-    }
-    fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
-        Client::handle_uplinks(self, snapshot, now)
-    }
-    fn handle_send_error(&mut self, via: UplinkId, now: Instant) {
-        Client::handle_send_error(self, via, now)
-    }
-    fn shutdown(&mut self, now: Instant) {
-        Client::shutdown(self, now)
-    }
-    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String> {
-        match self.session() {
-            Some(s) if s.id() == session_id => {
-                Client::terminate(self, Reason::OperatorTerminated, now);
-                Ok(format!(
-                    "session {} terminated (operator_terminated); a new session follows",
-                    session_id.to_hex()
-                ))
-            }
-            _ => Err(format!("no session {} on this laptop", session_id.to_hex())),
-        }
-    }
-    fn set_proto(&mut self, proto: ProtoConfig, now: Instant) {
-        Client::set_proto(self, proto, now)
-    }
-    fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant) {
-        Client::send_audit_record(self, session_id, bytes, now)
-    }
-    fn poll_socket_change(&mut self) -> Option<SocketChange> {
-        Client::poll_socket_change(self)
-    }
-    fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
-        Client::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        Client::poll_event(self)
-    }
-    fn poll_audit(&mut self) -> Option<AuditItem> {
-        Client::poll_audit(self).map(AuditItem::Draft)
-    }
-    fn poll_timeout(&self) -> Option<(Instant, Timer)> {
-        Client::poll_timeout(self)
-    }
-    fn sessions(&self, now: Instant) -> Vec<SessionSummary> {
-        let Some(s) = self.session() else {
-            return Vec::new();
-        };
-        let active = self.paths().active().interface();
-        vec![SessionSummary {
-            session_id: s.id(),
-            peer: None,
-            state: self.state(),
-            remote: None,
-            bearer: self.paths().uplinks().find(|u| u.id == active).cloned(),
-            stats: s.stats,
-            key_epoch: s.epoch(),
-            key_age: now.saturating_duration_since(s.key_installed()),
-            age: now.saturating_duration_since(s.created),
-            since_last_recv: now.saturating_duration_since(s.last_recv),
-        }]
-    }
-    fn state_version(&self, session_id: SessionId) -> Option<u64> {
-        match (self.session(), self.state()) {
-            (Some(s), Some((_, v))) if s.id() == session_id => Some(v),
-            _ => None,
-        }
-    }
-    fn drop_counts(&self) -> &DropCounters {
-        Client::drops(self)
-    }
-    fn audit_counters(&self) -> Vec<(&'static str, u64)> {
-        let c = Client::audit_counters(self);
-        vec![
-            ("acknowledged", c.acknowledged),
-            ("undelivered", c.undelivered),
-            ("draft_overflow", c.draft_overflow),
-        ]
-    }
-}
-
-impl Core for Gateway {
-    fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit> {
-        Gateway::handle_tun_packet(self, buf, len, now)
-    }
-    fn handle_datagram(
-        &mut self,
-        via: UplinkId,
-        local: Option<IpAddr>,
-        remote: SocketAddr,
-        buf: &mut [u8],
-        len: usize,
-        now: Instant,
-    ) -> Received {
-        Gateway::handle_datagram(self, via, local, remote, buf, len, now)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Gateway::handle_timeout(self, now)
-    }
-    /// The gateway listens on one socket; it has no uplinks to choose from.
-    fn handle_uplinks(&mut self, _snapshot: Vec<Uplink>, _now: Instant) {}
-    fn handle_send_error(&mut self, _via: UplinkId, _now: Instant) {}
-    fn shutdown(&mut self, now: Instant) {
-        Gateway::shutdown(self, now)
-    }
-    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String> {
-        if Gateway::terminate(self, session_id, now) {
-            Ok(format!(
-                "session {} terminated (operator_terminated)",
-                session_id.to_hex()
-            ))
-        } else {
-            Err(format!(
-                "no session {} on this gateway",
-                session_id.to_hex()
-            ))
-        }
-    }
-    fn set_proto(&mut self, proto: ProtoConfig, _now: Instant) {
-        Gateway::set_proto(self, proto)
-    }
-    fn send_audit_record(&mut self, _session_id: SessionId, _bytes: Vec<u8>, _now: Instant) {}
-    fn poll_socket_change(&mut self) -> Option<SocketChange> {
-        None
-    }
-    fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
-        Gateway::poll_transmit(self)
-    }
-    fn poll_event(&mut self) -> Option<Event> {
-        Gateway::poll_event(self)
-    }
-    fn poll_audit(&mut self) -> Option<AuditItem> {
-        Gateway::poll_audit(self).map(AuditItem::Received)
-    }
-    fn poll_timeout(&self) -> Option<(Instant, Timer)> {
-        Gateway::poll_timeout(self)
-    }
-    fn sessions(&self, now: Instant) -> Vec<SessionSummary> {
-        Gateway::sessions(self, now)
-            .into_iter()
-            .map(|v| SessionSummary {
-                session_id: v.session_id,
-                peer: Some(v.peer),
-                state: Some((v.state, v.state_version)),
-                remote: Some(v.endpoint),
-                bearer: None,
-                stats: v.stats,
-                key_epoch: v.key_epoch,
-                key_age: v.key_age,
-                age: v.age,
-                since_last_recv: v.since_last_recv,
-            })
-            .collect()
-    }
-    fn state_version(&self, session_id: SessionId) -> Option<u64> {
-        Gateway::state_version(self, session_id)
-    }
-    fn drop_counts(&self) -> &DropCounters {
-        Gateway::drops(self)
-    }
-    fn audit_counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("received_overflow", self.audit_overflow)]
-    }
 }

@@ -18,8 +18,8 @@ use jvpn::proto::client::{Client, ClientConfig};
 use jvpn::proto::gateway::{Gateway, GatewayConfig, PeerSpec};
 use jvpn::proto::path::Uplink;
 use jvpn::proto::{
-    Event, OwnedTransmit, ProtoConfig, Received, Seed, SocketChange, StaticKeys, Timestamp,
-    UplinkId, TUN_HEADROOM, TUN_TAILROOM,
+    AuditItem, Core, Event, OwnedTransmit, ProtoConfig, Received, Seed, SocketChange, StaticKeys,
+    Timestamp, UplinkId, TUN_HEADROOM, TUN_TAILROOM,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -325,8 +325,10 @@ impl World {
         while let Some(e) = self.gateway.poll_event() {
             self.gateway_events.push(e);
         }
-        while let Some(r) = self.gateway.poll_audit() {
-            self.gateway_audit.push(r);
+        while let Some(item) = self.gateway.poll_audit() {
+            if let AuditItem::Received(r) = item {
+                self.gateway_audit.push(r);
+            }
         }
         for i in 0..self.laptops.len() {
             while let Some(c) = self.laptops[i].core.poll_socket_change() {
@@ -340,8 +342,10 @@ impl World {
             while let Some(e) = self.laptops[i].core.poll_event() {
                 self.laptops[i].events.push(e);
             }
-            while let Some(d) = self.laptops[i].core.poll_audit() {
-                self.laptops[i].audit_drafts.push(d);
+            while let Some(item) = self.laptops[i].core.poll_audit() {
+                if let AuditItem::Draft(d) = item {
+                    self.laptops[i].audit_drafts.push(d);
+                }
             }
         }
     }

@@ -34,17 +34,19 @@ use self::handshake::Handshaking;
 use self::paths::PathSlots;
 use self::rekey::Rekeying;
 use self::sockets::OpenSockets;
-use super::audit::{AuditCounters, RebindDraft};
+use super::audit::AuditCounters;
 use super::control::ControlMessage;
 use super::handshake::{StaticKeys, Timestamp};
+use super::inner;
 use super::iptable::IpTable;
 use super::keys::SessionId;
 use super::lifecycle::Lifecycle;
+use super::node::{AuditItem, Core, SessionSummary};
 use super::path::{PathAction, PathManager, Uplink};
 use super::rekey::RekeyTrigger;
 use super::session::Session;
 use super::state::{Reason, State};
-use super::wire::{self, Packet, HEADER_LEN, TAG_LEN};
+use super::wire::{self, Packet, HEADER_LEN};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Seed,
     SocketChange, Timer, Transmit, UplinkId, WallClock,
@@ -177,23 +179,13 @@ impl Client {
             shut_down: false,
         }
     }
+}
 
-    /// Hot path: `buf[TUN_HEADROOM..TUN_HEADROOM + len]` holds an IP packet from the TUN
-    /// device. On success the datagram is `buf[..t.len]`.
-    pub fn handle_tun_packet(
-        &mut self,
-        buf: &mut [u8],
-        len: usize,
-        now: Instant,
-    ) -> Option<Transmit> {
-        if HEADER_LEN + len + TAG_LEN > buf.len() {
-            self.drops.count(DropReason::TooLarge);
-            return None;
-        }
-        if wire::ip_ends(&buf[HEADER_LEN..HEADER_LEN + len]).is_none() {
-            self.drops.count(DropReason::NotIp);
-            return None;
-        }
+/// The laptop's side of the contract ([`Core`]); the module doc says what each input does here.
+impl Core for Client {
+    /// To the gateway by the active uplink; held in a short queue while no session exists.
+    fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit> {
+        inner::to_seal(buf, len, &mut self.drops)?;
         if let Some(s) = self.session.as_mut() {
             if let Some(n) = s.seal_data(buf, len, now) {
                 return Some(Transmit {
@@ -215,9 +207,7 @@ impl Client {
         None
     }
 
-    /// A datagram arrived through uplink `via` from `remote`: `buf[..len]`. Data is opened in
-    /// place.
-    pub fn handle_datagram(
+    fn handle_datagram(
         &mut self,
         via: UplinkId,
         _local: Option<IpAddr>,
@@ -245,25 +235,7 @@ impl Client {
         Received::Nothing
     }
 
-    /// The system's usable uplinks changed (a snapshot, not a delta). The sockets follow the
-    /// snapshot itself, not the path logic's debounced view of it: a vanished uplink's sockets
-    /// close at once, a new one's opens at once.
-    pub fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
-        self.audit.note_uplinks(&snapshot);
-        self.sockets.follow(&snapshot);
-        self.drive_paths(now, |paths, actions| {
-            paths.set_uplinks(snapshot, now, actions)
-        });
-        self.retire_paths(false);
-    }
-
-    /// Sending through `via` failed at the socket (no route, link down).
-    pub fn handle_send_error(&mut self, via: UplinkId, now: Instant) {
-        self.drive_paths(now, |paths, actions| paths.on_send_error(via, now, actions));
-    }
-
-    /// Runs whatever timers are due.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         if self.shut_down {
             return;
         }
@@ -274,7 +246,7 @@ impl Client {
             let end = life.on_timeout(now, &mut self.out.state_events);
             self.out.flush_state_events();
             if let Some(reason) = end {
-                self.terminate(reason, now);
+                self.terminate_current(reason, now);
             }
         }
         self.resend_audit_records(now);
@@ -291,19 +263,22 @@ impl Client {
         }
     }
 
-    /// Ends the current session for `reason` (TERMINATED, reason-coded, and the gateway is
-    /// told), then starts a new one unless shutting down.
-    pub fn terminate(&mut self, reason: Reason, now: Instant) {
-        if self.session.is_none() {
-            return;
-        }
-        self.send_close(now);
-        self.end_session_with(CloseReason::LocalShutdown, reason, now);
-        self.restart_handshake(now);
+    /// The sockets follow the snapshot itself, not the path logic's debounced view of it: a vanished uplink's sockets
+    /// close at once, a new one's opens at once.
+    fn handle_uplinks(&mut self, snapshot: Vec<Uplink>, now: Instant) {
+        self.audit.note_uplinks(&snapshot);
+        self.sockets.follow(&snapshot);
+        self.drive_paths(now, |paths, actions| {
+            paths.set_uplinks(snapshot, now, actions)
+        });
+        self.retire_paths(false);
     }
 
-    /// Shuts down: tells the gateway (authenticated close) and stops all timers.
-    pub fn shutdown(&mut self, now: Instant) {
+    fn handle_send_error(&mut self, via: UplinkId, now: Instant) {
+        self.drive_paths(now, |paths, actions| paths.on_send_error(via, now, actions));
+    }
+
+    fn shutdown(&mut self, now: Instant) {
         if self.session.is_some() {
             self.send_close(now);
             self.end_session_quietly(CloseReason::LocalShutdown, now);
@@ -312,10 +287,24 @@ impl Client {
         self.shut_down = true;
     }
 
-    /// Applies a reloaded policy (P3): path and session bounds from now on; key limits too,
+    /// The laptop has one session: ending it starts a new one.
+    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String> {
+        match self.session() {
+            Some(s) if s.id() == session_id => {
+                self.terminate_current(Reason::OperatorTerminated, now);
+                Ok(format!(
+                    "session {} terminated (operator_terminated); a new session follows",
+                    session_id.to_hex()
+                ))
+            }
+            _ => Err(format!("no session {} on this laptop", session_id.to_hex())),
+        }
+    }
+
+    /// Path and session bounds from now on; key limits too,
     /// and a changed key policy rotates the keys at once (`policy_trigger`). The replay window
     /// size applies to sessions and key epochs created from now on.
-    pub fn set_proto(&mut self, proto: ProtoConfig, now: Instant) {
+    fn set_proto(&mut self, proto: ProtoConfig, now: Instant) {
         let keys_changed = proto.keys != self.cfg.proto.keys;
         self.paths.set_config(proto.paths.clone());
         if let Some(life) = self.life.as_mut() {
@@ -331,29 +320,9 @@ impl Client {
         }
     }
 
-    /// Starts a rekey for `trigger` (bounded: one at a time, at most one per
-    /// `min_rekey_interval`; a refusal is reported as `RekeyDenied`).
-    pub fn start_rekey(&mut self, trigger: RekeyTrigger, now: Instant) {
-        let Some(s) = self.session.as_ref() else {
-            return;
-        };
-        let session_id = s.id();
-        let min_interval = self.cfg.proto.keys.min_rekey_interval;
-        if let Some(reason) = self.rekey.denial(s.key_installed(), min_interval, now) {
-            self.out.event(Event::RekeyDenied {
-                session_id,
-                trigger,
-                reason,
-            });
-            return;
-        }
-        let epoch = s.epoch() + 1;
-        self.send_rekey_init(epoch, trigger, now);
-    }
-
-    /// Sends a signed record (wire form) to the gateway, and again every `audit::RESEND`
+    /// Sent to the gateway, and again every `audit::RESEND`
     /// until it is acknowledged. A record of a session that has ended is dropped (counted).
-    pub fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant) {
+    fn send_audit_record(&mut self, session_id: SessionId, bytes: Vec<u8>, now: Instant) {
         if self.session.as_ref().map(|s| s.id()) != Some(session_id) {
             self.audit.outbox.counters.undelivered += 1;
             return;
@@ -362,29 +331,25 @@ impl Client {
         self.audit.outbox.push(session_id, bytes, now);
     }
 
-    /// Next owned datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
-        self.out.transmits.pop_front()
-    }
-
-    /// Next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.out.events.pop_front()
-    }
-
-    /// Next socket to open or close (an uplink that appeared or vanished, a moving-target
-    /// move). Drain it before the transmits: they may go out by a socket it opens.
-    pub fn poll_socket_change(&mut self) -> Option<SocketChange> {
+    /// An uplink that appeared or vanished, a moving-target move.
+    fn poll_socket_change(&mut self) -> Option<SocketChange> {
         self.sockets.poll()
     }
 
-    /// Next completed re-anchor to sign and record (E5). Drain it after the events.
-    pub fn poll_audit(&mut self) -> Option<RebindDraft> {
-        self.audit.drafts.pop_front()
+    fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
+        self.out.transmits.pop_front()
     }
 
-    /// The next deadline and why it exists.
-    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+    fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// A completed re-anchor to sign and record (E5).
+    fn poll_audit(&mut self) -> Option<AuditItem> {
+        self.audit.drafts.pop_front().map(AuditItem::Draft)
+    }
+
+    fn poll_timeout(&self) -> Option<(Instant, Timer)> {
         if self.shut_down {
             return None;
         }
@@ -411,6 +376,79 @@ impl Client {
         next.0
     }
 
+    /// The one session, carried by the active uplink.
+    fn sessions(&self, now: Instant) -> Vec<SessionSummary> {
+        let Some(s) = self.session() else {
+            return Vec::new();
+        };
+        let active = self.paths().active().interface();
+        vec![SessionSummary {
+            session_id: s.id(),
+            peer: None,
+            state: self.state(),
+            remote: None,
+            bearer: self.paths().uplinks().find(|u| u.id == active).cloned(),
+            stats: s.stats,
+            key_epoch: s.epoch(),
+            key_age: now.saturating_duration_since(s.key_installed()),
+            age: now.saturating_duration_since(s.created),
+            since_last_recv: now.saturating_duration_since(s.last_recv),
+        }]
+    }
+
+    fn state_version(&self, session_id: SessionId) -> Option<u64> {
+        match (self.session(), self.state()) {
+            (Some(s), Some((_, v))) if s.id() == session_id => Some(v),
+            _ => None,
+        }
+    }
+
+    fn drop_counts(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    fn audit_counters(&self) -> Vec<(&'static str, u64)> {
+        let c = self.audit_traffic();
+        vec![
+            ("acknowledged", c.acknowledged),
+            ("undelivered", c.undelivered),
+            ("draft_overflow", c.draft_overflow),
+        ]
+    }
+}
+
+impl Client {
+    /// Ends the current session for `reason` (TERMINATED, reason-coded, and the gateway is
+    /// told), then starts a new one unless shutting down.
+    pub fn terminate_current(&mut self, reason: Reason, now: Instant) {
+        if self.session.is_none() {
+            return;
+        }
+        self.send_close(now);
+        self.end_session_with(CloseReason::LocalShutdown, reason, now);
+        self.restart_handshake(now);
+    }
+
+    /// Starts a rekey for `trigger` (bounded: one at a time, at most one per
+    /// `min_rekey_interval`; a refusal is reported as `RekeyDenied`).
+    pub fn start_rekey(&mut self, trigger: RekeyTrigger, now: Instant) {
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let session_id = s.id();
+        let min_interval = self.cfg.proto.keys.min_rekey_interval;
+        if let Some(reason) = self.rekey.denial(s.key_installed(), min_interval, now) {
+            self.out.event(Event::RekeyDenied {
+                session_id,
+                trigger,
+                reason,
+            });
+            return;
+        }
+        let epoch = s.epoch() + 1;
+        self.send_rekey_init(epoch, trigger, now);
+    }
+
     /// The session's state and state_version, if there is a session.
     pub fn state(&self) -> Option<(State, u64)> {
         self.life.as_ref().map(|l| (l.state(), l.version()))
@@ -426,14 +464,9 @@ impl Client {
         &self.paths
     }
 
-    /// Audit traffic counters.
-    pub fn audit_counters(&self) -> AuditCounters {
+    /// Audit traffic counters (records acknowledged, undelivered, drafts dropped).
+    pub fn audit_traffic(&self) -> AuditCounters {
         self.audit.outbox.counters
-    }
-
-    /// Drop counters.
-    pub fn drops(&self) -> &DropCounters {
-        &self.drops
     }
 
     /// Tells the gateway the session ends (authenticated close) on the active path.

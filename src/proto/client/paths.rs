@@ -142,7 +142,7 @@ impl Client {
             self.start_rekey(RekeyTrigger::TransportChange, now);
         }
         if let Some(reason) = end {
-            self.terminate(reason, now);
+            self.terminate_current(reason, now);
             return true;
         }
         false

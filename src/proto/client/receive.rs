@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use super::{Client, BAD_CONTROL_LIMIT};
 use crate::proto::control::ControlMessage;
+use crate::proto::inner;
 use crate::proto::rekey::RekeyTrigger;
 use crate::proto::state::Reason;
 use crate::proto::status_frame::{SenderAction, StatusFrame};
-use crate::proto::wire::{self, RoutingTag, SealedKind};
+use crate::proto::wire::{RoutingTag, SealedKind};
 use crate::proto::{CloseReason, DropReason, Event, Received, UplinkId};
 
 impl Client {
@@ -97,17 +98,13 @@ impl Client {
         if inner.is_empty() {
             return Received::Nothing;
         }
-        match wire::ip_ends(inner) {
-            Some(ends) if self.routes.lookup(ends.src).is_some() => Received::Tun(range),
-            Some(_) => {
-                self.drops.count(DropReason::DisallowedSource);
-                Received::Nothing
-            }
-            None => {
-                self.drops.count(DropReason::NotIp);
-                Received::Nothing
-            }
-        }
+        let routes = &self.routes;
+        inner::deliver(
+            inner,
+            range,
+            |src| routes.lookup(src).is_some(),
+            &mut self.drops,
+        )
     }
 
     fn on_control(&mut self, msg: ControlMessage, via: UplinkId, now: Instant) {
@@ -166,7 +163,7 @@ impl Client {
                     evidence: "malformed_authenticated_control",
                 });
             }
-            self.terminate(Reason::SecurityFailure, now);
+            self.terminate_current(Reason::SecurityFailure, now);
         }
     }
 }

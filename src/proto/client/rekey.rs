@@ -67,7 +67,7 @@ impl Client {
         let age = now.saturating_duration_since(s.key_installed());
         if age >= limits.key_max_age {
             self.out.event(Event::KeyExpired { session_id, epoch });
-            self.terminate(Reason::KeyExpired, now);
+            self.terminate_current(Reason::KeyExpired, now);
             return;
         }
         let due = age >= limits.rekey_after || s.epoch_packets() >= limits.rekey_after_packets;

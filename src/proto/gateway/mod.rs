@@ -32,13 +32,16 @@ use self::table::SessionTable;
 use super::audit::{self, ReceivedRecord};
 use super::control::ControlMessage;
 use super::handshake::StaticKeys;
+use super::inner;
 use super::iptable::IpTable;
+use super::node::{AuditItem, Core, SessionSummary};
+use super::path::Uplink;
 use super::session::SessionStats;
 use super::state::{Reason, State};
-use super::wire::{self, Packet, DATA_OVERHEAD, HEADER_LEN, TAG_LEN};
+use super::wire::{self, Packet, DATA_OVERHEAD};
 use super::{
     CloseReason, DropCounters, DropReason, Event, OwnedTransmit, ProtoConfig, Received, Seed,
-    SessionId, Timer, Transmit, UplinkId,
+    SessionId, SocketChange, Timer, Transmit, UplinkId,
 };
 
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -178,24 +181,14 @@ impl Gateway {
             resent: 0,
         }
     }
+}
 
-    /// Hot path: `buf[TUN_HEADROOM..TUN_HEADROOM + len]` holds an IP packet from the TUN
-    /// device; it goes to the peer whose `allowed_ips` hold its destination.
-    pub fn handle_tun_packet(
-        &mut self,
-        buf: &mut [u8],
-        len: usize,
-        now: Instant,
-    ) -> Option<Transmit> {
+/// The gateway's side of the contract ([`Core`]); the module doc says what each input does here.
+impl Core for Gateway {
+    /// To the peer whose `allowed_ips` hold the packet's destination, at its current binding.
+    fn handle_tun_packet(&mut self, buf: &mut [u8], len: usize, now: Instant) -> Option<Transmit> {
         let drops = &mut self.out.drops;
-        if HEADER_LEN + len + TAG_LEN > buf.len() {
-            drops.count(DropReason::TooLarge);
-            return None;
-        }
-        let Some(ends) = wire::ip_ends(&buf[HEADER_LEN..HEADER_LEN + len]) else {
-            drops.count(DropReason::NotIp);
-            return None;
-        };
+        let ends = inner::to_seal(buf, len, drops)?;
         let Some(&peer) = self.routes.lookup(ends.dst) else {
             drops.count(DropReason::NoRoute);
             return None;
@@ -223,8 +216,7 @@ impl Gateway {
         })
     }
 
-    /// A datagram arrived from `remote`: `buf[..len]`. Data is opened in place.
-    pub fn handle_datagram(
+    fn handle_datagram(
         &mut self,
         _via: UplinkId,
         local: Option<IpAddr>,
@@ -250,8 +242,8 @@ impl Gateway {
         Received::Nothing
     }
 
-    /// Runs due timers: path challenges, and once a second the sweep of idle sessions.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Path challenges, and once a second the sweep of idle sessions.
+    fn handle_timeout(&mut self, now: Instant) {
         self.challenge_timers(now);
         if now < self.next_housekeeping {
             return;
@@ -263,8 +255,14 @@ impl Gateway {
         self.offenders.sweep(window, now);
     }
 
-    /// Shuts down: tells every peer with a session (authenticated close).
-    pub fn shutdown(&mut self, now: Instant) {
+    /// The gateway listens on one socket; it has no uplinks to choose from.
+    fn handle_uplinks(&mut self, _snapshot: Vec<Uplink>, _now: Instant) {}
+
+    /// The default socket is the only one; there is no other path to try.
+    fn handle_send_error(&mut self, _via: UplinkId, _now: Instant) {}
+
+    /// Every peer with a session is told.
+    fn shutdown(&mut self, now: Instant) {
         let tags: Vec<_> = self.table.confirmed().map(|(t, _)| t).collect();
         for tag in tags {
             let close = ControlMessage::Close(CloseReason::LocalShutdown);
@@ -272,62 +270,96 @@ impl Gateway {
         }
     }
 
-    /// Operator termination (`jvpn terminate`): TERMINATED with `operator_terminated`, and the
-    /// laptop is told. Returns false for an unknown SessionID.
-    pub fn terminate(&mut self, session_id: SessionId, now: Instant) -> bool {
+    /// TERMINATED with `operator_terminated`, and the laptop is told.
+    fn terminate(&mut self, session_id: SessionId, now: Instant) -> Result<String, String> {
         let Some(tag) = self
             .table
             .confirmed()
             .find(|(_, s)| s.session.id() == session_id)
             .map(|(t, _)| t)
         else {
-            return false;
+            return Err(format!(
+                "no session {} on this gateway",
+                session_id.to_hex()
+            ));
         };
         let close = ControlMessage::Close(CloseReason::PeerClosed);
         self.close(tag, close, Reason::OperatorTerminated, now);
-        true
+        Ok(format!(
+            "session {} terminated (operator_terminated)",
+            session_id.to_hex()
+        ))
     }
 
-    /// Next owned datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
+    /// To every session from now on.
+    fn set_proto(&mut self, proto: ProtoConfig, _now: Instant) {
+        self.proto = proto;
+    }
+
+    /// The gateway signs nothing of its own.
+    fn send_audit_record(&mut self, _session_id: SessionId, _bytes: Vec<u8>, _now: Instant) {}
+
+    /// The gateway opens no socket: it listens on the default one.
+    fn poll_socket_change(&mut self) -> Option<SocketChange> {
+        None
+    }
+
+    fn poll_transmit(&mut self) -> Option<OwnedTransmit> {
         self.out.transmits.pop_front()
     }
 
-    /// Next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.out.events.pop_front()
     }
 
-    /// Next received audit record to verify and witness.
-    pub fn poll_audit(&mut self) -> Option<ReceivedRecord> {
-        self.out.audit.pop_front()
+    /// A received record to verify and witness.
+    fn poll_audit(&mut self) -> Option<AuditItem> {
+        self.out.audit.pop_front().map(AuditItem::Received)
     }
 
-    /// The next deadline and why it exists.
-    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+    fn poll_timeout(&self) -> Option<(Instant, Timer)> {
         match self.table.next_challenge() {
             Some(t) if t < self.next_housekeeping => Some((t, Timer::Reattach)),
             _ => Some((self.next_housekeeping, Timer::Housekeeping)),
         }
     }
 
-    /// Applies a reloaded policy (P3) to every session from now on.
-    pub fn set_proto(&mut self, proto: ProtoConfig) {
-        self.proto = proto;
+    /// Confirmed sessions, in routing-tag order.
+    fn sessions(&self, now: Instant) -> Vec<SessionSummary> {
+        self.session_views(now)
+            .into_iter()
+            .map(|v| SessionSummary {
+                session_id: v.session_id,
+                peer: Some(v.peer),
+                state: Some((v.state, v.state_version)),
+                remote: Some(v.endpoint),
+                bearer: None,
+                stats: v.stats,
+                key_epoch: v.key_epoch,
+                key_age: v.key_age,
+                age: v.age,
+                since_last_recv: v.since_last_recv,
+            })
+            .collect()
     }
 
-    /// A session's current state_version.
-    pub fn state_version(&self, session_id: SessionId) -> Option<u64> {
+    fn state_version(&self, session_id: SessionId) -> Option<u64> {
         self.table.by_id(session_id).map(|s| s.machine.version())
     }
 
-    /// Drop counters.
-    pub fn drops(&self) -> &DropCounters {
+    fn drop_counts(&self) -> &DropCounters {
         &self.out.drops
     }
 
-    /// Confirmed sessions, in routing-tag order.
-    pub fn sessions(&self, now: Instant) -> Vec<SessionView> {
+    fn audit_counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("received_overflow", self.audit_overflow)]
+    }
+}
+
+impl Gateway {
+    /// Confirmed sessions, in routing-tag order, with the gateway's own view of each (its
+    /// binding and whether that is validated).
+    pub fn session_views(&self, now: Instant) -> Vec<SessionView> {
         self.table
             .confirmed()
             .map(|(_, s)| SessionView {

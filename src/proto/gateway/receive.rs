@@ -14,6 +14,7 @@ use super::table::Found;
 use super::{Gateway, Outputs};
 use crate::proto::audit::{self, ReceivedRecord};
 use crate::proto::control::{self, ControlMessage};
+use crate::proto::inner;
 use crate::proto::iptable::IpTable;
 use crate::proto::rekey::{Ephemeral, RekeyTrigger};
 use crate::proto::session::Opened;
@@ -262,8 +263,9 @@ fn dispatch(
         Content::Audit(body) => fx.audit_overflowed = on_audit_record(s, out, body, remote, now),
         Content::Data([]) => answer_keepalive(s, out, proto.keepalive / 2, now),
         Content::Data(inner) => {
-            let allowed = wire::ip_ends(inner).map(|e| routes.lookup(e.src) == Some(&s.peer));
-            received = deliver(allowed, a.plaintext, out);
+            let peer = s.peer;
+            let allowed = |src| routes.lookup(src) == Some(&peer);
+            received = inner::deliver(inner, a.plaintext, allowed, &mut out.drops);
         }
         Content::Bad => {}
     }
@@ -299,22 +301,6 @@ fn on_control(
         _ => return bad_control(s, out),
     }
     None
-}
-
-/// An inner packet goes to the TUN device only if it is IP (`allowed` is `Some`) from a source
-/// the peer may use (`Some(true)`).
-fn deliver(allowed: Option<bool>, range: Range<usize>, out: &mut Outputs) -> Received {
-    match allowed {
-        Some(true) => Received::Tun(range),
-        Some(false) => {
-            out.drops.count(DropReason::DisallowedSource);
-            Received::Nothing
-        }
-        None => {
-            out.drops.count(DropReason::NotIp);
-            Received::Nothing
-        }
-    }
 }
 
 /// Answers a keepalive when we have sent nothing for `half` a keepalive interval, so the
