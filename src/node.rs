@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -60,7 +60,7 @@ impl Observability {
             node_id: identity.public().to_string(),
             policy_version: policy.version.clone(),
             tunnel: tunnel.to_owned(),
-            started: Instant::now(),
+            started: driver::now(),
             peers,
         };
         Ok(Self {
@@ -213,7 +213,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         proto: proto_config(&cfg.policy),
         audit: cfg.audit.is_some(),
     };
-    let mut core = Client::new(core_cfg, seed(), Instant::now(), driver::wall_now());
+    let mut core = Client::new(core_cfg, seed(), driver::now(), driver::wall_now());
     let log = |e: &Event| crate::events::log_event(e, &|_| "gateway".to_owned());
     obs.run(&mut core, &tun, &mut sockets, Some(watch), log)
         .await?;
@@ -257,7 +257,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
         peers,
         proto: proto_config(&cfg.policy),
     };
-    let mut core = Gateway::new(core_cfg, seed(), Instant::now());
+    let mut core = Gateway::new(core_cfg, seed(), driver::now());
     let log =
         |e: &Event| crate::events::log_event(e, &|i| names.get(i).cloned().unwrap_or_default());
     obs.run(&mut core, &tun, &mut sockets, None, log).await?;

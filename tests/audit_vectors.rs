@@ -3,6 +3,8 @@
 //! keys and fields (Ed25519 signatures are deterministic), so the test also proves the committed
 //! bytes are what this build writes: `JVPN_WRITE_VECTORS=1 cargo test --test audit_vectors`
 //! rewrites them after an intended format change.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::path::PathBuf;
 use std::process::Command;

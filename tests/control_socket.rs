@@ -1,6 +1,8 @@
 //! The control socket: a real server on a temporary path, a fake driver answering its
 //! requests, and the blocking client the CLI uses; and the status report assembled from real
 //! cores driven in the simulation.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

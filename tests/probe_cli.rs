@@ -1,6 +1,8 @@
 //! `jvpn probe` through the real binary on 127.0.0.1: a sender and a receiver at 50 packets/s,
 //! argument errors, a bind failure, and SIGTERM. The measurements themselves are unit-tested
 //! in `src/probe/stats_tests.rs`.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;

@@ -1,6 +1,8 @@
 //! Simulation ring for jumping: bearer loss, silent failure, make-before-break, flapping, NAT
 //! rebinding and an attacker who copies, races and replays packets. Virtual clock, seeded.
 //! Media is 50 packets/s each way; budgets are those of the jumping issue.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Simulation ring for the session lifecycle: the state machine on both ends, every bound ending
 //! in an explicit TERMINATED, events that rebuild the whole life, and a property over random
 //! sequences of bearer events and operator terminations.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! or a new source port) carries its own routing tags, so captures of two paths share no tag;
 //! the moving target re-anchors on a new port on a cadence without losing a packet. Virtual
 //! clock, seeded.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Simulation ring for rekey and key expiry: rekeys by time and by transport change keep the
 //! SessionID and lose nothing under a 50 packets/s stream; a trigger storm is denied, never a
 //! loop; keys that cannot be renewed expire explicitly, also in the middle of a recovery.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

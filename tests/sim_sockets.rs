@@ -3,6 +3,8 @@
 //! moving-target move opens the next generation and closes the old one, and nothing is sent
 //! by a socket the core has not opened (the simulation opens a socket only on the core's
 //! word). Virtual clock, seeded.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Simulation ring for the relationship-scoped status frame (F1–F3): a laptop that proves an
 //! ended session's keys learns at once that it is dead and starts a fresh handshake; everyone
 //! else — unknown tag, bad MAC, a tombstoned session under the wrong key — gets nothing.
+// Test code: an unwrap is an assertion, and Instant::now() is the run's epoch.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -150,6 +150,7 @@ impl Outbox {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() is a test's epoch, nothing more.
 mod tests {
     use super::*;
 

@@ -381,6 +381,7 @@ fn push_bounded(q: &mut VecDeque<SocketAddr>, addr: SocketAddr) {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() is a test's epoch, nothing more.
 mod tests {
     use super::*;
 

@@ -472,6 +472,7 @@ fn seal(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() is a test's epoch, nothing more.
 mod tests {
     use super::*;
 

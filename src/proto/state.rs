@@ -263,6 +263,7 @@ impl Machine {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() is a test's epoch, nothing more.
 mod tests {
     use super::*;
 

@@ -593,7 +593,7 @@ impl DetailCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
+    use std::collections::BTreeSet;
 
     const ALL_STATES: [TargetState; 8] = [
         TargetState::Alive,
@@ -888,7 +888,7 @@ mod tests {
             assert_eq!(d.disclosure, Disclosure::Trusted, "{state:?}");
             assert_eq!(StatusFrame::decode(frame.encode()), Ok(frame), "{state:?}");
         }
-        let distinct: HashSet<_> = ALL_STATES
+        let distinct: BTreeSet<_> = ALL_STATES
             .iter()
             .map(|&s| frame_for(Relationship::Related, s).encode())
             .collect();
@@ -1100,7 +1100,7 @@ mod tests {
     fn round_trip_over_all_valid_frames() {
         let frames = all_valid_frames();
         assert_eq!(frames.len(), 1 + 2 * 4 * 8 * 4 * 4 * 8);
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         for frame in frames {
             let wire = frame.encode();
             assert!(seen.insert(wire), "two frames encode to {wire:02X?}");

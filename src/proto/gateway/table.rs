@@ -327,6 +327,7 @@ fn expiry(s: &GwSession, b: Bounds, now: Instant) -> Option<Option<Reason>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Instant::now() is a test's epoch, nothing more.
 mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
