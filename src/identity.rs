@@ -266,9 +266,7 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         Identity::generate().write_new(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = Identity::read(&path)
-            .err()
-            .expect("a 0644 key must be refused");
+        let err = Identity::read(&path).expect_err("a 0644 key must be refused");
         let shown = format!("permissions 0644 for '{}' are too open", path.display());
         assert!(err.to_string().starts_with(&shown), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();

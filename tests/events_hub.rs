@@ -284,8 +284,7 @@ fn a_symlinked_events_path_is_refused_by_name_and_its_target_untouched() {
     let link = dir.join("events.jsonl");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let err = EventHub::new(vec![SinkSpec::File(link.clone())])
-        .err()
-        .expect("a symlinked events path must be refused");
+        .expect_err("a symlinked events path must be refused");
     let shown = format!("{} is a symbolic link", link.display());
     assert!(err.to_string().contains(&shown), "{err}");
     assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");

@@ -120,7 +120,7 @@ impl ControlPlane {
                         answer_control(core, req, info, self.audit.as_ref());
                     }
                 }
-                Command::Reload(loaded) => apply(core, loaded, self.applied.as_mut()),
+                Command::Reload(loaded) => apply(core, *loaded, self.applied.as_mut()),
                 Command::Signed(session_id, bytes) => {
                     core.send_audit_record(session_id, bytes, Instant::now())
                 }
@@ -245,7 +245,7 @@ enum Command {
     Uplinks(io::Result<Vec<Uplink>>),
     Control(ControlRequest),
     /// SIGHUP: the policy file read and parsed again (or why not).
-    Reload(Result<crate::policy::Policy, String>),
+    Reload(Box<Result<crate::policy::Policy, String>>),
     /// A record the audit thread signed, to send to the gateway.
     Signed(SessionId, Vec<u8>),
 }
@@ -290,7 +290,7 @@ impl Sources {
                     None
                 }
             },
-            _ = self.hangup.recv() => Some(Command::Reload(self.load_policy())),
+            _ = self.hangup.recv() => Some(Command::Reload(Box::new(self.load_policy()))),
             rec = signed_record => match rec {
                 Some((session_id, bytes)) => Some(Command::Signed(session_id, bytes)),
                 None => {

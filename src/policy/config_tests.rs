@@ -295,9 +295,7 @@ fn an_identity_readable_by_others_is_refused_by_check_as_openssh_does() {
     let dir = TempDir::new();
     let key = dir.write("configs/laptop.key", "not read by check\n");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = load(&dir, LAPTOP)
-        .err()
-        .expect("a 0644 identity must be refused");
+    let err = load(&dir, LAPTOP).expect_err("a 0644 identity must be refused");
     assert_eq!(err.key(), Some("identity"), "{err}");
     let abs = std::path::absolute(&key).unwrap();
     let shown = format!("permissions 0644 for '{}' are too open", abs.display());
