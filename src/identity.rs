@@ -234,12 +234,18 @@ mod tests {
         curve25519_dalek::Scalar::from_bytes_mod_order(curve25519_dalek::scalar::clamp_integer(*b))
     }
 
-    #[test]
-    fn file_round_trip_and_no_overwrite() {
-        let dir = std::env::temp_dir().join(format!("jvpn-id-{}", std::process::id()));
+    /// A fresh directory of this test and the (absent) key path in it.
+    fn scratch_key_path(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("jvpn-id-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.key");
-        let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
+    #[test]
+    fn file_round_trip_and_no_overwrite() {
+        let (dir, path) = scratch_key_path("round-trip");
         let id = Identity::generate();
         id.write_new(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -260,10 +266,7 @@ mod tests {
 
     #[test]
     fn a_key_readable_by_others_is_refused_as_openssh_does() {
-        let dir = std::env::temp_dir().join(format!("jvpn-id-open-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.key");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = scratch_key_path("open");
         Identity::generate().write_new(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::read(&path).expect_err("a 0644 key must be refused");
