@@ -105,10 +105,12 @@ impl Cli {
             }
             Command::Gateway { config, events } => {
                 let cfg = GatewayConfig::from_file(&config)?;
+                restrict_process()?;
                 runtime()?.block_on(crate::node::run_gateway(cfg, events))
             }
             Command::Up { config, events } => {
                 let cfg = LaptopConfig::from_file(&config)?;
+                restrict_process()?;
                 runtime()?.block_on(crate::node::run_laptop(cfg, events))
             }
             Command::Probe { cmd } => crate::probe::run(cmd),
@@ -137,6 +139,13 @@ fn audit_verify(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()>
         }
         Err(e) => anyhow::bail!("{}: {e}", file.display()),
     }
+}
+
+/// Before a node starts any thread: what no thread needs goes now, so every thread inherits
+/// its absence (the rest goes once setup is done, see `sys::privileges`).
+fn restrict_process() -> anyhow::Result<()> {
+    crate::sys::privileges::restrict_process()
+        .context("failed to restrict the process's privileges")
 }
 
 /// The node's runtime: one worker thread runs the control plane (control socket, bearer

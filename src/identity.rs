@@ -37,8 +37,27 @@ pub enum IdentityError {
     },
     #[error("identity file {path} is malformed: {why} (expected one line `{MAGIC} <base64 seed>`, as written by `jvpn keygen`)")]
     Malformed { path: PathBuf, why: &'static str },
+    /// The file is readable by group or others (as OpenSSH refuses such a private key).
+    #[error("{}", too_open_message(path, *mode))]
+    TooOpen { path: PathBuf, mode: u32 },
     #[error("invalid public key {value:?}: {why}")]
     BadPublicKey { value: String, why: &'static str },
+}
+
+/// The permission bits of an identity file that group or others may use, `None` when only its
+/// owner may (or the file cannot be examined: reading it then names the problem).
+pub fn too_open(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// OpenSSH's wording for a private key others can read.
+pub fn too_open_message(path: &Path, mode: u32) -> String {
+    format!(
+        "permissions {mode:04o} for '{}' are too open: an identity file must be readable by its \
+         owner only (chmod 600 {0})",
+        path.display()
+    )
 }
 
 /// A node's secret identity. Not `Clone`; zeroized on drop; `Debug` shows only the public key.
@@ -82,7 +101,14 @@ impl Identity {
     }
 
     /// Reads an identity file written by [`Identity::write_new`].
+    /// Refuses a file readable by group or others ([`IdentityError::TooOpen`]).
     pub fn read(path: &Path) -> Result<Self, IdentityError> {
+        if let Some(mode) = too_open(path) {
+            return Err(IdentityError::TooOpen {
+                path: path.to_owned(),
+                mode,
+            });
+        }
         let text =
             Zeroizing::new(
                 std::fs::read_to_string(path).map_err(|error| IdentityError::Read {
@@ -94,11 +120,6 @@ impl Identity {
             path: path.to_owned(),
             why,
         };
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "identity file is readable by group or others; chmod 600 it");
-            }
-        }
         let mut parts = text.split_whitespace();
         if parts.next() != Some(MAGIC) {
             return Err(malformed("missing the jvpn-identity-v1 header"));
@@ -213,12 +234,18 @@ mod tests {
         curve25519_dalek::Scalar::from_bytes_mod_order(curve25519_dalek::scalar::clamp_integer(*b))
     }
 
-    #[test]
-    fn file_round_trip_and_no_overwrite() {
-        let dir = std::env::temp_dir().join(format!("jvpn-id-{}", std::process::id()));
+    /// A fresh directory of this test and the (absent) key path in it.
+    fn scratch_key_path(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("jvpn-id-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.key");
-        let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
+    #[test]
+    fn file_round_trip_and_no_overwrite() {
+        let (dir, path) = scratch_key_path("round-trip");
         let id = Identity::generate();
         id.write_new(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -234,6 +261,24 @@ mod tests {
             Identity::read(&path),
             Err(IdentityError::Malformed { .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_refused_as_openssh_does() {
+        let (dir, path) = scratch_key_path("open");
+        Identity::generate().write_new(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Identity::read(&path).expect_err("a 0644 key must be refused");
+        let shown = format!("permissions 0644 for '{}' are too open", path.display());
+        assert!(err.to_string().starts_with(&shown), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            Identity::read(&path),
+            Err(IdentityError::TooOpen { mode: 0o640, .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(Identity::read(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

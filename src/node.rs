@@ -94,6 +94,7 @@ impl Observability {
         let node_id = info.node_id.clone();
         // Shared with the reload hook, so events report the policy in force.
         let policy_version = Rc::new(RefCell::new(info.policy_version.clone()));
+        let applied_version = policy_version.clone();
         let emit = |e: &Event, v: Option<u64>| {
             log(e);
             hub.emit(&crate::events::record_of(
@@ -106,7 +107,10 @@ impl Observability {
         let control = driver::Control {
             requests: control_rx,
             info,
-            reload: Some(reloader(policy_path, policy_version.clone())),
+            reload: Some(reloader(policy_path)),
+            applied: Some(Box::new(move |p: &Policy| {
+                *applied_version.borrow_mut() = p.version.clone()
+            })),
             audit,
         };
         driver::run(
@@ -126,16 +130,30 @@ impl Observability {
 }
 
 /// The SIGHUP hook: re-reads the policy file the config names (the built-in default has no
-/// file to re-read) and, when valid, makes its version the one events report.
-fn reloader(path: Option<std::path::PathBuf>, version: Rc<RefCell<String>>) -> driver::Reload {
+/// file to re-read). Once it applies, its version is the one events report.
+fn reloader(path: Option<std::path::PathBuf>) -> driver::Reload {
     Box::new(move || {
         let path = path
             .as_ref()
             .ok_or("the config names no policy file (the built-in default is in force)")?;
-        let policy = Policy::from_file(path).map_err(|e| e.to_string())?;
-        *version.borrow_mut() = policy.version.clone();
-        Ok(policy)
+        Policy::from_file(path).map_err(|e| e.to_string())
     })
+}
+
+/// Setup is done: every thread becomes the config's `user` with no capabilities (or the node
+/// does not run). Warns when that user cannot read the policy file a SIGHUP re-reads.
+fn drop_privileges(
+    user: &privileges::Account,
+    policy_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    privileges::drop_to(user)
+        .with_context(|| format!("failed to drop privileges to user {:?}", user.name))?;
+    if let Some(path) = policy_path {
+        if let Err(e) = std::fs::File::open(path) {
+            tracing::warn!(file = %path.display(), user = %user.name, error = %e, "SIGHUP cannot re-read this policy file as the node's user; make it readable by that user");
+        }
+    }
+    Ok(())
 }
 
 /// Event sinks: `--events` when given (replacing the config's), else the config's `events`.
@@ -197,7 +215,7 @@ pub async fn run_laptop(cfg: LaptopConfig, events: Vec<SinkSpec>) -> anyhow::Res
         Vec::new(),
         (cfg.audit.as_deref(), Vec::new()),
     )?;
-    privileges::drop_all();
+    drop_privileges(&cfg.user, cfg.policy_path.as_deref())?;
     tracing::info!(
         public_key = %identity.public(),
         gateway = %gateway_key,
@@ -250,7 +268,7 @@ pub async fn run_gateway(cfg: GatewayConfig, events: Vec<SinkSpec>) -> anyhow::R
             cfg.peers.iter().map(|p| p.public_key.to_bytes()).collect(),
         ),
     )?;
-    privileges::drop_all();
+    drop_privileges(&cfg.user, cfg.policy_path.as_deref())?;
     tracing::info!(public_key = %identity.public(), listen = %cfg.listen, peers = names.len(), tun = %tun.name, "gateway starting");
     let core_cfg = gateway::GatewayConfig {
         keys: static_keys(&identity),

@@ -277,3 +277,18 @@ fn a_sink_that_cannot_be_opened_is_an_error_naming_it() {
     assert!(t.elapsed() < Duration::from_secs(2));
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_symlinked_events_path_is_refused_by_name_and_its_target_untouched() {
+    let dir = scratch_dir("events-symlink");
+    let target = dir.join("elsewhere");
+    fs::write(&target, "precious\n").unwrap();
+    let link = dir.join("events.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = EventHub::new(vec![SinkSpec::File(link.clone())])
+        .expect_err("a symlinked events path must be refused");
+    let shown = format!("{} is a symbolic link", link.display());
+    assert!(err.to_string().contains(&shown), "{err}");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -262,3 +262,20 @@ fn a_move_whose_record_is_never_signed_leaves_the_session_unaffected() {
     assert!(w.gateway_audit.is_empty());
     assert!(w.laptops[0].core.session().is_some());
 }
+
+#[test]
+fn a_symlinked_audit_path_is_refused_by_name_and_its_target_untouched() {
+    let target = temp_file("audit-target");
+    std::fs::write(&target, "precious\n").unwrap();
+    let link = temp_file("audit-link.jsonl");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let Err(err) = AuditLog::open(&link, identity(3).signing_key().clone()) else {
+        panic!("a symlinked audit path must be refused");
+    };
+    let shown = format!("{} is a symbolic link", link.display());
+    assert!(err.to_string().contains(&shown), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    let _ = std::fs::remove_file(link);
+    let _ = std::fs::remove_file(target);
+}

@@ -6,10 +6,9 @@
 //! path only hands over a draft and never waits. A failure to record is counted and logged; it
 //! never touches the session.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -67,13 +66,7 @@ impl AuditLog {
             path: path.to_owned(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
+        let mut file = crate::sys::open_append_nofollow(path, true, 0).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         let mut tail = Vec::new();
         // Only a regular file has a chain to continue (a device such as /dev/null has none,

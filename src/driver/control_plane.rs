@@ -2,7 +2,8 @@
 //! socket requests, signed audit records coming back, policy reload). It waits as one task on
 //! the async runtime and hands each happening to the packet loop as a [`Command`] over a
 //! channel, ringing a [`Doorbell`] the loop polls; the loop answers between packets. The rule:
-//! nothing here touches the core except through the loop's thread.
+//! nothing here touches the core except through the loop's thread, and nothing slow (such as
+//! reading the policy file on SIGHUP) happens on that thread: the loop gets the parsed policy.
 
 use std::future::Future;
 use std::io;
@@ -26,14 +27,20 @@ use crate::sys::uplinks::UplinkWatch;
 pub struct Control {
     pub requests: mpsc::Receiver<ControlRequest>,
     pub info: NodeInfo,
-    /// Re-reads the policy on SIGHUP; an error keeps the running policy (P3).
+    /// Re-reads the policy on SIGHUP, on the control plane's task; an error keeps the running
+    /// policy (P3).
     pub reload: Option<Reload>,
+    /// Told of each reloaded policy once it applies (on the packet loop's thread).
+    pub applied: Option<Applied>,
     /// The audit trail's writer thread, when the config names an `audit` file.
     pub audit: Option<AuditWorker>,
 }
 
-/// Loads the policy again (SIGHUP).
-pub type Reload = Box<dyn FnMut() -> Result<crate::policy::Policy, String>>;
+/// Loads the policy again (SIGHUP). Runs on the control plane's task, never the packet loop's.
+pub type Reload = Box<dyn FnMut() -> Result<crate::policy::Policy, String> + Send>;
+
+/// Learns that a reloaded policy now applies.
+pub type Applied = Box<dyn FnMut(&crate::policy::Policy)>;
 
 /// Why the packet loop must stop.
 pub(super) enum Stop {
@@ -48,7 +55,7 @@ pub(super) struct ControlPlane {
     doorbell: Arc<Doorbell>,
     commands: std::sync::mpsc::Receiver<Command>,
     info: Option<NodeInfo>,
-    reload: Option<Reload>,
+    applied: Option<Applied>,
     audit: Option<AuditWorker>,
     task: JoinHandle<()>,
 }
@@ -60,9 +67,14 @@ impl ControlPlane {
         control: Option<Control>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<Self> {
-        let (info, reload, requests, mut audit) = match control {
-            Some(c) => (Some(c.info), c.reload, Some(c.requests), c.audit),
-            None => (None, None, None, None),
+        let (info, (reload, applied), requests, mut audit) = match control {
+            Some(c) => (
+                Some(c.info),
+                (c.reload, c.applied),
+                Some(c.requests),
+                c.audit,
+            ),
+            None => (None, (None, None), None, None),
         };
         // Signed records come back from the audit thread through the control plane (which
         // rings the doorbell); jobs go to it straight from the loop.
@@ -74,6 +86,7 @@ impl ControlPlane {
             uplinks,
             requests,
             signed,
+            reload,
             hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
         };
         let doorbell = Arc::new(Doorbell::new()?);
@@ -83,7 +96,7 @@ impl ControlPlane {
             doorbell,
             commands,
             info,
-            reload,
+            applied,
             audit,
             task,
         })
@@ -107,7 +120,7 @@ impl ControlPlane {
                         answer_control(core, req, info, self.audit.as_ref());
                     }
                 }
-                Command::Reload => reload(core, self.reload.as_mut()),
+                Command::Reload(loaded) => apply(core, *loaded, self.applied.as_mut()),
                 Command::Signed(session_id, bytes) => {
                     core.send_audit_record(session_id, bytes, Instant::now())
                 }
@@ -168,16 +181,19 @@ fn answer_control<C: Core>(
     }
 }
 
-/// SIGHUP: load the policy again; a valid one applies from now on, an invalid one is refused
+/// SIGHUP, on the loop's side: a valid policy applies from now on; an invalid one is refused
 /// with a warning naming the file, key and value, and the running policy stays (P3).
-fn reload<C: Core>(core: &mut C, load: Option<&mut Reload>) {
-    let Some(load) = load else {
-        tracing::warn!("SIGHUP: this node has no policy to reload");
-        return;
-    };
-    match load() {
+fn apply<C: Core>(
+    core: &mut C,
+    loaded: Result<crate::policy::Policy, String>,
+    applied: Option<&mut Applied>,
+) {
+    match loaded {
         Ok(policy) => {
             core.set_proto(crate::policy::proto_config(&policy), Instant::now());
+            if let Some(applied) = applied {
+                applied(&policy);
+            }
             tracing::info!(policy_version = %policy.version, "policy reloaded");
         }
         Err(e) => tracing::warn!("policy reload refused, keeping the running policy: {e}"),
@@ -228,7 +244,8 @@ enum Command {
     Shutdown,
     Uplinks(io::Result<Vec<Uplink>>),
     Control(ControlRequest),
-    Reload,
+    /// SIGHUP: the policy file read and parsed again (or why not).
+    Reload(Box<Result<crate::policy::Policy, String>>),
     /// A record the audit thread signed, to send to the gateway.
     Signed(SessionId, Vec<u8>),
 }
@@ -238,6 +255,7 @@ struct Sources {
     uplinks: Option<UplinkWatch>,
     requests: Option<mpsc::Receiver<ControlRequest>>,
     signed: Option<mpsc::UnboundedReceiver<(SessionId, Vec<u8>)>>,
+    reload: Option<Reload>,
     hangup: tokio::signal::unix::Signal,
 }
 
@@ -272,7 +290,7 @@ impl Sources {
                     None
                 }
             },
-            _ = self.hangup.recv() => Some(Command::Reload),
+            _ = self.hangup.recv() => Some(Command::Reload(Box::new(self.load_policy()))),
             rec = signed_record => match rec {
                 Some((session_id, bytes)) => Some(Command::Signed(session_id, bytes)),
                 None => {
@@ -280,6 +298,17 @@ impl Sources {
                     None
                 }
             },
+        }
+    }
+}
+
+impl Sources {
+    /// SIGHUP: reads the policy here, off the packet loop (the read is small: policy files are
+    /// at most 1 MiB).
+    fn load_policy(&mut self) -> Result<crate::policy::Policy, String> {
+        match self.reload.as_mut() {
+            Some(load) => load(),
+            None => Err("this node has no policy to reload".to_owned()),
         }
     }
 }

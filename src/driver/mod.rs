@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use control_plane::{Control, Reload};
+pub use control_plane::{Applied, Control, Reload};
 use control_plane::{ControlPlane, Stop};
 
 use crate::proto::Core;

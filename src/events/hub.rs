@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -397,12 +396,7 @@ fn open_sink(spec: &SinkSpec) -> io::Result<File> {
         SinkSpec::File(path) => {
             // O_NONBLOCK only for the open itself: a FIFO without a reader fails with ENXIO
             // instead of hanging the node's start. The writer thread then writes blocking.
-            let file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)?;
+            let file = crate::sys::open_append_nofollow(path, false, libc::O_NONBLOCK)?;
             let fd = file.as_raw_fd();
             // SAFETY: fcntl on a file descriptor we own; no memory is passed.
             let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };

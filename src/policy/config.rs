@@ -15,6 +15,11 @@ use serde::Deserialize;
 use crate::policy::error::{toml_string, ConfigError, Origin};
 use crate::policy::keys::{parse_preshared_key, parse_public_key, PresharedKey};
 use crate::policy::types::Policy;
+use crate::sys::privileges::Account;
+
+/// The user a node runs as when its config has no `user` key (it exists on Debian and most
+/// other systems, and owns nothing).
+pub const DEFAULT_USER: &str = "nobody";
 
 /// `[tunnel]`: the TUN device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct LaptopConfig {
     pub source: PathBuf,
     /// `identity`: the identity key file written by `jvpn keygen`.
     pub identity: PathBuf,
+    /// `user`: who the node runs as once setup is done (default `nobody`).
+    pub user: Account,
     /// The policy in force: the file named by `policy`, else the built-in default.
     pub policy: Policy,
     /// `policy`: where `policy` came from; `None` for the built-in default.
@@ -84,6 +91,8 @@ pub struct GatewayConfig {
     pub source: PathBuf,
     /// `identity`: the identity key file written by `jvpn keygen`.
     pub identity: PathBuf,
+    /// `user`: who the node runs as once setup is done (default `nobody`).
+    pub user: Account,
     /// The policy in force: the file named by `policy`, else the built-in default.
     pub policy: Policy,
     /// `policy`: where `policy` came from; `None` for the built-in default.
@@ -109,6 +118,7 @@ pub struct GatewayConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLaptop {
     identity: Option<String>,
+    user: Option<String>,
     policy: Option<String>,
     events: Option<String>,
     control_socket: Option<String>,
@@ -121,6 +131,7 @@ pub(crate) struct RawLaptop {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGateway {
     identity: Option<String>,
+    user: Option<String>,
     policy: Option<String>,
     events: Option<String>,
     control_socket: Option<String>,
@@ -159,6 +170,7 @@ struct RawPeer {
 /// The parts every node config has.
 struct Common {
     identity: PathBuf,
+    user: Account,
     policy: Policy,
     policy_path: Option<PathBuf>,
     events: Option<PathBuf>,
@@ -184,7 +196,7 @@ impl RawLaptop {
             dir,
         };
         let common = cx.common(
-            self.identity,
+            (self.identity, self.user),
             self.policy,
             self.events,
             self.control_socket,
@@ -212,6 +224,7 @@ impl RawLaptop {
         Ok(LaptopConfig {
             source: source.clone(),
             identity: common.identity,
+            user: common.user,
             policy: common.policy,
             policy_path: common.policy_path,
             tunnel,
@@ -234,7 +247,7 @@ impl RawGateway {
             dir,
         };
         let common = cx.common(
-            self.identity,
+            (self.identity, self.user),
             self.policy,
             self.events,
             self.control_socket,
@@ -261,6 +274,7 @@ impl RawGateway {
         Ok(GatewayConfig {
             source: source.clone(),
             identity: common.identity,
+            user: common.user,
             policy: common.policy,
             policy_path: common.policy_path,
             listen,
@@ -302,7 +316,7 @@ impl Ctx<'_> {
 
     fn common(
         &self,
-        identity: Option<String>,
+        (identity, user): (Option<String>, Option<String>),
         policy: Option<String>,
         events: Option<String>,
         control_socket: Option<String>,
@@ -314,6 +328,13 @@ impl Ctx<'_> {
             "the identity key file from `jvpn keygen --out FILE`",
         )?;
         let identity = self.path("identity", &identity)?;
+        if let Some(mode) = crate::identity::too_open(&identity) {
+            let allowed = crate::identity::too_open_message(&identity, mode);
+            return Err(self
+                .o
+                .invalid_str("identity", &identity.to_string_lossy(), allowed));
+        }
+        let user = self.user(user)?;
         let (policy, policy_path) = match policy {
             None => (Policy::default(), None),
             Some(raw) => {
@@ -328,12 +349,28 @@ impl Ctx<'_> {
         };
         Ok(Common {
             identity,
+            user,
             policy,
             policy_path,
             events: self.optional_path("events", events)?,
             control_socket: self.optional_path("control_socket", control_socket)?,
             audit: self.optional_path("audit", audit)?,
         })
+    }
+
+    /// `user`: an existing user other than root; default `nobody`.
+    fn user(&self, raw: Option<String>) -> Result<Account, ConfigError> {
+        let name = raw.unwrap_or_else(|| DEFAULT_USER.to_string());
+        let allowed = "must name a user that exists on this system (see `getent passwd`) other than root; the node runs as it once its tunnel and sockets are open";
+        match Account::lookup(&name) {
+            Ok(Some(account)) if account.uid != 0 => Ok(account),
+            Ok(_) => Err(self.o.invalid_str("user", &name, allowed)),
+            Err(e) => {
+                Err(self
+                    .o
+                    .invalid_str("user", &name, format!("{allowed} (lookup failed: {e})")))
+            }
+        }
     }
 
     fn tunnel(&self, raw: Option<RawTunnel>) -> Result<TunnelConfig, ConfigError> {

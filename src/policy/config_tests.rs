@@ -274,7 +274,57 @@ const REJECTIONS: &[(&str, &str, &str, &str, &str)] = &[
     ("G", "listen = \"0.0.0.0:51900\"", "listen = \"0.0.0.0\"", "listen", "= \"0.0.0.0\": must be IP:PORT"),
     ("G", "listen = \"0.0.0.0:51900\"", "listen = \"[::]:0\"", "listen", "must have a port"),
     ("G", "identity = \"gateway.key\"", "identity = 7", "identity", "invalid type: integer `7`"),
+    ("L", "identity = \"laptop.key\"\n", "identity = \"laptop.key\"\nuser = \"no-such-user-jvpn\"\n", "user", "= \"no-such-user-jvpn\": must name a user that exists on this system"),
+    ("G", "identity = \"gateway.key\"", "identity = \"gateway.key\"\nuser = \"root\"", "user", "= \"root\": must name a user that exists on this system (see `getent passwd`) other than root"),
 ];
+
+#[test]
+fn the_default_user_is_nobody_and_check_shows_it() {
+    let dir = TempDir::new();
+    let NodeConfig::Laptop(c) = load(&dir, LAPTOP).unwrap() else {
+        panic!("not a laptop config");
+    };
+    assert_eq!(c.user.name, "nobody");
+    assert_ne!(c.user.uid, 0);
+    assert!(c.to_normalized_toml().contains("user = \"nobody\""));
+}
+
+#[test]
+fn an_identity_readable_by_others_is_refused_by_check_as_openssh_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let key = dir.write("configs/laptop.key", "not read by check\n");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load(&dir, LAPTOP).expect_err("a 0644 identity must be refused");
+    assert_eq!(err.key(), Some("identity"), "{err}");
+    let abs = std::path::absolute(&key).unwrap();
+    let shown = format!("permissions 0644 for '{}' are too open", abs.display());
+    assert!(err.to_string().contains(&shown), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(load(&dir, LAPTOP).is_ok());
+}
+
+#[test]
+fn an_oversized_config_or_policy_is_refused_naming_the_file_and_the_limit() {
+    let dir = TempDir::new();
+    let padding = format!("#{}\n", "x".repeat(1 << 20));
+    let err = load(&dir, &format!("{LAPTOP}{padding}")).unwrap_err();
+    let limit = "is larger than 1048576 bytes (1 MiB), the most a config or policy file may be";
+    assert_eq!(
+        err.to_string(),
+        format!("{} {limit}", dir.0.join("configs/node.toml").display())
+    );
+    dir.write("policy/big.toml", &format!("version = \"big\"\n{padding}"));
+    let text = LAPTOP.replace("voice.toml", "big.toml");
+    let err = load(&dir, &text).unwrap_err();
+    assert_eq!(err.key(), Some("policy"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("big.toml {limit}")),
+        "{err}"
+    );
+    let fits = format!("{LAPTOP}#{}\n", "x".repeat((1 << 20) - 1000));
+    assert!(load(&dir, &fits).is_ok(), "a file under the limit loads");
+}
 
 #[test]
 fn each_broken_config_rule_is_refused_with_key_and_value() {

@@ -20,6 +20,14 @@ pub enum ConfigError {
         /// Why it could not be read.
         error: std::io::Error,
     },
+    /// The file is larger than any config or policy file may be ([`MAX_FILE_BYTES`]).
+    #[error("{} is larger than {limit} bytes (1 MiB), the most a config or policy file may be", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The text is not valid TOML.
     #[error("{}:{line}:{column}: invalid TOML: {message}", file.display())]
     Syntax {
@@ -93,6 +101,7 @@ impl ConfigError {
     pub fn file(&self) -> &Path {
         match self {
             ConfigError::Read { path: file, .. }
+            | ConfigError::TooLarge { path: file, .. }
             | ConfigError::Syntax { file, .. }
             | ConfigError::Schema { file, .. }
             | ConfigError::Missing { file, .. }
@@ -193,12 +202,31 @@ impl<'a> Origin<'a> {
     }
 }
 
-/// Reads a file as UTF-8 text.
+/// The largest config or policy file read: a real one is a few KiB, and a reload must never
+/// make the node read (or hold) an unbounded file.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a file as UTF-8 text, refusing one larger than [`MAX_FILE_BYTES`] (without reading
+/// more than one byte past the limit, whatever the file is: a FIFO or `/dev/zero` too).
 pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    use std::io::Read;
+    let read = |error| ConfigError::Read {
         path: path.to_path_buf(),
         error,
-    })
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    Ok(text)
 }
 
 /// A string as a TOML basic string literal (quoted and escaped).

@@ -178,8 +178,14 @@ fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn write_common(w: &mut TomlWriter, identity: &Path, policy: &Policy, policy_path: Option<&Path>) {
+fn write_common(
+    w: &mut TomlWriter,
+    (identity, user): (&Path, &str),
+    policy: &Policy,
+    policy_path: Option<&Path>,
+) {
     w.string("identity", &path_text(identity));
+    w.string("user", user);
     match policy_path {
         Some(path) => w.string("policy", &path_text(path)),
         None => w.comment("policy is unset: the built-in default policy"),
@@ -231,7 +237,7 @@ impl LaptopConfig {
         let mut w = TomlWriter::default();
         write_common(
             &mut w,
-            &self.identity,
+            (&self.identity, &self.user.name),
             &self.policy,
             self.policy_path.as_deref(),
         );
@@ -265,7 +271,7 @@ impl GatewayConfig {
         let mut w = TomlWriter::default();
         write_common(
             &mut w,
-            &self.identity,
+            (&self.identity, &self.user.name),
             &self.policy,
             self.policy_path.as_deref(),
         );
